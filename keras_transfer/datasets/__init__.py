@@ -1,0 +1,1 @@
+"""Public `keras_transfer.datasets` API."""
