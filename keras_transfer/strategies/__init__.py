@@ -1,1 +1,11 @@
 """Public `keras_transfer.strategies` API."""
+
+from keras_transfer.strategies.feature_cache import FeatureCache
+from keras_transfer.strategies.feature_extraction import build_classifier
+from keras_transfer.strategies.feature_extraction import fit_feature_extraction
+from keras_transfer.strategies.fine_tuning import fine_tune
+from keras_transfer.strategies.fine_tuning import unfreeze_base
+from keras_transfer.strategies.registry import available_strategies
+from keras_transfer.strategies.registry import get_strategy
+from keras_transfer.strategies.registry import register_strategy
+from keras_transfer.strategies.inference_mode import InferenceMode
