@@ -59,6 +59,10 @@ class InferenceMode(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)
 
+    def compute_output_spec(self, inputs):
+        # The wrapped layer's dtype policy decides the output dtype.
+        return self.layer.compute_output_spec(inputs)
+
     def get_config(self):
         return {
             **super().get_config(),
