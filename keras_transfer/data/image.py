@@ -1,0 +1,388 @@
+"""Image augmentation built from Keras's preprocessing layers."""
+
+import math
+
+import keras
+import numpy as np
+
+from keras_transfer.data import _seeding
+
+_FLIP_MODES = ("horizontal", "vertical", "horizontal_and_vertical")
+
+
+def _check_factor(name, value):
+    values = value if isinstance(value, (tuple, list)) else (value,)
+    ok = len(values) in (1, 2) and all(
+        isinstance(v, (int, float))
+        and not isinstance(v, bool)
+        and math.isfinite(v)
+        and 0.0 <= v <= 1.0
+        for v in values
+    )
+    if not ok:
+        raise ValueError(
+            f"`{name}` must be a number in [0, 1] or a pair of such numbers. "
+            f"Received: {name}={value!r}"
+        )
+    return tuple(values) if len(values) == 2 else float(values[0])
+
+
+def _check_alpha(name, value):
+    if value is None:
+        return None
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(
+            f"`{name}` must be None (off) or a positive number. "
+            f"Received: {name}={value!r}"
+        )
+    return float(value)
+
+
+@keras.saving.register_keras_serializable(package="keras_transfer")
+class ImageAugmentation(keras.layers.Layer):
+    """Seeded image augmentation: crop, flip, rotation, colour jitter, RandAugment.
+
+    A thin layer over Keras's own preprocessing layers (`RandomCrop`,
+    `RandomFlip`, `RandomRotation`, `RandomColorJitter`, `RandAugment`, `MixUp`,
+    `CutMix`). Use it in two ways:
+
+    - inside a model or in `Dataset.map(augmentation)`, like any Keras
+      preprocessing layer (per-image ops only; identity at inference, except
+      `crop`, which centre-crops at inference as `RandomCrop` does);
+    - through `dataset(images, labels, ...)`, which builds the whole `tf.data`
+      input pipeline: shuffle, per-image augmentation in parallel, batching,
+      MixUp/CutMix with soft labels, prefetch.
+
+    `dataset()` gives every example its own seed from a counter-based stream
+    fixed by `seed`, so the output is the same from one run to the next even
+    with parallel map, which Keras's stateful seed generators do not
+    guarantee; each epoch still draws new augmentations.
+
+    Args:
+        rotation: float in [0, 1], fraction of a full turn; angles are drawn
+            in `[-rotation, rotation] * 360` degrees. 0 disables it.
+        flip: one of `"horizontal"`, `"vertical"`,
+            `"horizontal_and_vertical"`, or None.
+        crop: None or `(height, width)`: random crop to this size.
+        brightness, contrast, saturation, hue: factors passed to
+            `keras.layers.RandomColorJitter` (a number in [0, 1] or a pair).
+            0 disables that part. `saturation` and `hue` need RGB images.
+        rand_augment: 0 (off) or the number of RandAugment ops per image.
+        mixup_alpha: None (off) or the Beta parameter of `keras.layers.MixUp`.
+            Used by `dataset()` only, because it needs labels.
+        cutmix_alpha: None (off) or the Beta parameter of `keras.layers.CutMix`.
+            When both are set, each batch gets one of the two at random.
+        value_range: the range of the input pixel values, `(0, 255)` for raw
+            images.
+        seed: int or None.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import keras_transfer
+    >>> aug = keras_transfer.data.ImageAugmentation(
+    ...     rotation=0.05, flip="horizontal", crop=(24, 24), seed=0)
+    >>> images = np.zeros((10, 28, 28, 3), "uint8")
+    >>> labels = np.arange(10) % 2
+    >>> ds = aug.dataset(images, labels, batch_size=4, shuffle=False)
+    >>> [tuple(x.shape) for x, _ in ds]
+    [(4, 24, 24, 3), (4, 24, 24, 3), (2, 24, 24, 3)]
+    """
+
+    def __init__(
+        self,
+        rotation=0.0,
+        flip="horizontal",
+        crop=None,
+        brightness=0.0,
+        contrast=0.0,
+        saturation=0.0,
+        hue=0.0,
+        rand_augment=0,
+        mixup_alpha=None,
+        cutmix_alpha=None,
+        value_range=(0, 255),
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.rotation = _check_factor("rotation", rotation)
+        if flip is not None and flip not in _FLIP_MODES:
+            raise ValueError(
+                f"`flip` must be one of {_FLIP_MODES} or None. "
+                f"Received: flip={flip!r}"
+            )
+        self.flip = flip
+        if crop is not None:
+            if (
+                not isinstance(crop, (tuple, list))
+                or len(crop) != 2
+                or not all(isinstance(c, int) and c > 0 for c in crop)
+            ):
+                raise ValueError(
+                    "`crop` must be None or a pair of positive ints "
+                    f"(height, width). Received: crop={crop!r}"
+                )
+            crop = tuple(crop)
+        self.crop = crop
+        self.brightness = _check_factor("brightness", brightness)
+        self.contrast = _check_factor("contrast", contrast)
+        self.saturation = _check_factor("saturation", saturation)
+        self.hue = _check_factor("hue", hue)
+        if not isinstance(rand_augment, int) or isinstance(rand_augment, bool) or (
+            rand_augment < 0
+        ):
+            raise ValueError(
+                "`rand_augment` must be 0 (off) or a positive int, the number "
+                f"of ops per image. Received: rand_augment={rand_augment!r}"
+            )
+        self.rand_augment = rand_augment
+        self.mixup_alpha = _check_alpha("mixup_alpha", mixup_alpha)
+        self.cutmix_alpha = _check_alpha("cutmix_alpha", cutmix_alpha)
+        if (
+            not isinstance(value_range, (tuple, list))
+            or len(value_range) != 2
+            or not value_range[0] < value_range[1]
+        ):
+            raise ValueError(
+                "`value_range` must be a pair (low, high) with low < high. "
+                f"Received: value_range={value_range!r}"
+            )
+        self.value_range = tuple(float(v) for v in value_range)
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+            raise ValueError(f"`seed` must be an int or None. Received: seed={seed!r}")
+        self.seed = seed
+        self._convert_input_args = False
+        self._allow_non_tensor_positional_args = True
+
+        def factor(value):
+            return None if value == 0.0 else value
+
+        self.augmentation_layers = []
+        if self.crop is not None:
+            self.augmentation_layers.append(
+                keras.layers.RandomCrop(*self.crop, seed=seed)
+            )
+        if self.flip is not None:
+            self.augmentation_layers.append(
+                keras.layers.RandomFlip(self.flip, seed=seed)
+            )
+        if self.rotation != 0.0:
+            self.augmentation_layers.append(
+                keras.layers.RandomRotation(self.rotation, seed=seed)
+            )
+        jitter = dict(
+            brightness_factor=factor(self.brightness),
+            contrast_factor=factor(self.contrast),
+            saturation_factor=factor(self.saturation),
+            hue_factor=factor(self.hue),
+        )
+        if any(v is not None for v in jitter.values()):
+            self.augmentation_layers.append(
+                keras.layers.RandomColorJitter(
+                    value_range=self.value_range, seed=seed, **jitter
+                )
+            )
+        if self.rand_augment:
+            self.augmentation_layers.append(
+                keras.layers.RandAugment(
+                    value_range=self.value_range,
+                    num_ops=self.rand_augment,
+                    seed=seed,
+                )
+            )
+        self.mixup = (
+            keras.layers.MixUp(alpha=self.mixup_alpha, seed=seed)
+            if self.mixup_alpha
+            else None
+        )
+        self.cutmix = (
+            keras.layers.CutMix(factor=self.cutmix_alpha, seed=seed)
+            if self.cutmix_alpha
+            else None
+        )
+
+    @property
+    def needs_rgb(self):
+        return self.saturation != 0.0 or self.hue != 0.0 or self.rand_augment > 0
+
+    def build(self, input_shape):
+        self._check_image_shape(input_shape)
+        for layer in self.augmentation_layers:
+            layer.build(input_shape)
+            input_shape = layer.compute_output_shape(input_shape)
+
+    def _check_image_shape(self, shape, name="images"):
+        shape = tuple(shape)
+        if len(shape) not in (3, 4):
+            raise ValueError(
+                f"`{name}` must have shape (height, width, channels) or "
+                "(batch, height, width, channels). For grayscale arrays of "
+                "shape (N, H, W), add a channel axis: `images[..., None]`. "
+                f"Received: {name}.shape={shape}"
+            )
+        channels = shape[-1]
+        if self.needs_rgb and channels not in (None, 3):
+            raise ValueError(
+                "`saturation`, `hue` and `rand_augment` need RGB images "
+                f"(3 channels). Received: {name}.shape={shape}. Repeat the "
+                "channel (`np.repeat(images, 3, axis=-1)`) or turn them off."
+            )
+        if self.crop is not None and None not in shape[-3:-1]:
+            if shape[-3] < self.crop[0] or shape[-2] < self.crop[1]:
+                raise ValueError(
+                    f"`crop={self.crop}` is larger than the images. "
+                    f"Received: {name}.shape={shape}"
+                )
+
+    def call(self, inputs, training=True):
+        outputs = inputs
+        for layer in self.augmentation_layers:
+            outputs = layer(outputs, training=training)
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        shape = tuple(input_shape)
+        if self.crop is not None:
+            shape = shape[:-3] + self.crop + shape[-1:]
+        return shape
+
+    def _augment_example(self, seed_pair, image, label):
+        import tensorflow as tf
+
+        image = tf.cast(image, "float32")
+        with _seeding.stateless_seeds(self.augmentation_layers, seed_pair):
+            for layer in self.augmentation_layers:
+                image = layer(image, training=True)
+        return tf.cast(image, "float32"), label
+
+    def _mix_batch(self, seed_pair, images, labels):
+        import tensorflow as tf
+
+        layers = [m for m in (self.mixup, self.cutmix) if m is not None]
+        outputs = []
+        for layer in layers:
+            with _seeding.stateless_seeds([layer], seed_pair) as gen:
+                data = layer({"images": images, "labels": labels}, training=True)
+            outputs.append(
+                (tf.cast(data["images"], "float32"), tf.cast(data["labels"], "float32"))
+            )
+        if len(outputs) == 1:
+            return outputs[0]
+        pick_mixup = (
+            tf.random.stateless_uniform((), seed=tf.cast(gen.next(), "int32")) < 0.5
+        )
+        return tf.cond(pick_mixup, lambda: outputs[0], lambda: outputs[1])
+
+    def dataset(
+        self,
+        images,
+        labels,
+        batch_size=32,
+        shuffle=True,
+        num_classes=None,
+        num_parallel_calls=None,
+        drop_remainder=False,
+    ):
+        """A batched, shuffled, augmented, prefetched `tf.data.Dataset`.
+
+        Args:
+            images: array `(N, H, W, C)`, uint8 or float, pixel values in
+                `value_range`.
+            labels: array `(N,)` of int class ids, or `(N, num_classes)`
+                one-hot / soft labels. Never changed unless MixUp/CutMix
+                is on, in which case they come out as float one-hot mixtures
+                that sum to 1.
+            batch_size: positive int.
+            shuffle: reshuffle each epoch (seeded by `seed`).
+            num_classes: needed with MixUp/CutMix when `labels` are int ids.
+            num_parallel_calls: for `Dataset.map`; `tf.data.AUTOTUNE` if None.
+            drop_remainder: keep False to see every example each epoch.
+
+        Returns:
+            A `tf.data.Dataset` of `(images float32, labels)` batches.
+        """
+        import tensorflow as tf
+
+        images = np.asarray(images)
+        labels = np.asarray(labels)
+        if images.dtype != np.uint8 and not np.issubdtype(images.dtype, np.floating):
+            raise ValueError(
+                "`images` must be uint8 or float. "
+                f"Received: images.dtype={images.dtype}"
+            )
+        if images.ndim != 4:
+            raise ValueError(
+                "`images` must be a batch of shape (N, height, width, "
+                "channels). For grayscale (N, H, W) arrays add a channel axis: "
+                f"`images[..., None]`. Received: images.shape={images.shape}"
+            )
+        self._check_image_shape(images.shape)
+        if len(labels) != len(images):
+            raise ValueError(
+                "`images` and `labels` must have the same length. "
+                f"Received: len(images)={len(images)}, len(labels)={len(labels)}"
+            )
+        if not isinstance(batch_size, int) or batch_size <= 0:
+            raise ValueError(
+                f"`batch_size` must be a positive int. Received: batch_size={batch_size!r}"
+            )
+        mixing = self.mixup is not None or self.cutmix is not None
+        if mixing:
+            if labels.ndim == 1:
+                if num_classes is None:
+                    raise ValueError(
+                        "MixUp/CutMix mix labels, so int `labels` need "
+                        "`num_classes`. Received: num_classes=None"
+                    )
+                if labels.min() < 0 or labels.max() >= num_classes:
+                    raise ValueError(
+                        f"`labels` must be in [0, {num_classes}). Received: "
+                        f"labels in [{labels.min()}, {labels.max()}]"
+                    )
+                labels = np.eye(num_classes, dtype="float32")[labels]
+            labels = labels.astype("float32")
+
+        ds = tf.data.Dataset.from_tensor_slices((images, labels))
+        if shuffle:
+            ds = ds.shuffle(len(images), seed=self.seed, reshuffle_each_iteration=True)
+        calls = tf.data.AUTOTUNE if num_parallel_calls is None else num_parallel_calls
+        pairs = _seeding.seed_pairs(self.seed)
+        ds = tf.data.Dataset.zip((pairs, ds)).map(
+            lambda s, xy: self._augment_example(s, *xy),
+            num_parallel_calls=calls,
+            deterministic=True,
+        )
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+        if mixing:
+            batch_pairs = _seeding.seed_pairs(
+                None if self.seed is None else self.seed + 1
+            )
+            ds = tf.data.Dataset.zip((batch_pairs, ds)).map(
+                lambda s, xy: self._mix_batch(s, *xy),
+                num_parallel_calls=calls,
+                deterministic=True,
+            )
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "rotation": self.rotation,
+            "flip": self.flip,
+            "crop": None if self.crop is None else list(self.crop),
+            "brightness": self.brightness,
+            "contrast": self.contrast,
+            "saturation": self.saturation,
+            "hue": self.hue,
+            "rand_augment": self.rand_augment,
+            "mixup_alpha": self.mixup_alpha,
+            "cutmix_alpha": self.cutmix_alpha,
+            "value_range": list(self.value_range),
+            "seed": self.seed,
+        }
