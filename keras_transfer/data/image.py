@@ -53,7 +53,9 @@ class ImageAugmentation(keras.layers.Layer):
 
     - inside a model or in `Dataset.map(augmentation)`, like any Keras
       preprocessing layer (per-image ops only; identity at inference, except
-      `crop`, which centre-crops at inference as `RandomCrop` does);
+      `crop`, which centre-crops at inference so the output shape does not
+      change, unlike Keras's `RandomCrop`, which returns the uncropped
+      input at inference);
     - through `dataset(images, labels, ...)`, which builds the whole `tf.data`
       input pipeline: shuffle, per-image augmentation in parallel, batching,
       MixUp/CutMix with soft labels, prefetch.
@@ -77,6 +79,8 @@ class ImageAugmentation(keras.layers.Layer):
             Used by `dataset()` only, because it needs labels.
         cutmix_alpha: None (off) or the Beta parameter of `keras.layers.CutMix`.
             When both are set, each batch gets one of the two at random.
+            CutMix labels are the exact fractions of pasted pixels (Keras's
+            own can be several percent off).
         value_range: the range of the input pixel values, `(0, 255)` for raw
             images.
         seed: int or None.
@@ -163,18 +167,19 @@ class ImageAugmentation(keras.layers.Layer):
         def factor(value):
             return None if value == 0.0 else value
 
+        policy = self.dtype_policy
         self.augmentation_layers = []
         if self.crop is not None:
             self.augmentation_layers.append(
-                keras.layers.RandomCrop(*self.crop, seed=seed)
+                keras.layers.RandomCrop(*self.crop, seed=seed, dtype=policy)
             )
         if self.flip is not None:
             self.augmentation_layers.append(
-                keras.layers.RandomFlip(self.flip, seed=seed)
+                keras.layers.RandomFlip(self.flip, seed=seed, dtype=policy)
             )
         if self.rotation != 0.0:
             self.augmentation_layers.append(
-                keras.layers.RandomRotation(self.rotation, seed=seed)
+                keras.layers.RandomRotation(self.rotation, seed=seed, dtype=policy)
             )
         jitter = dict(
             brightness_factor=factor(self.brightness),
@@ -185,7 +190,7 @@ class ImageAugmentation(keras.layers.Layer):
         if any(v is not None for v in jitter.values()):
             self.augmentation_layers.append(
                 keras.layers.RandomColorJitter(
-                    value_range=self.value_range, seed=seed, **jitter
+                    value_range=self.value_range, seed=seed, dtype=policy, **jitter
                 )
             )
         if self.rand_augment:
@@ -194,8 +199,12 @@ class ImageAugmentation(keras.layers.Layer):
                     value_range=self.value_range,
                     num_ops=self.rand_augment,
                     seed=seed,
+                    dtype=policy,
                 )
             )
+        self.center_crop = (
+            keras.layers.CenterCrop(*self.crop, dtype=policy) if self.crop is not None else None
+        )
         self.mixup = (
             keras.layers.MixUp(alpha=self.mixup_alpha, seed=seed)
             if self.mixup_alpha
@@ -212,10 +221,12 @@ class ImageAugmentation(keras.layers.Layer):
         return self.saturation != 0.0 or self.hue != 0.0 or self.rand_augment > 0
 
     def build(self, input_shape):
-        self._check_image_shape(input_shape)
-        for layer in self.augmentation_layers:
-            layer.build(input_shape)
-            input_shape = layer.compute_output_shape(input_shape)
+        # None when called on NumPy arrays: the sublayers build on first call.
+        if input_shape is not None:
+            self._check_image_shape(input_shape)
+            for layer in self.augmentation_layers:
+                layer.build(input_shape)
+                input_shape = layer.compute_output_shape(input_shape)
 
     def _check_image_shape(self, shape, name="images"):
         shape = tuple(shape)
@@ -241,9 +252,15 @@ class ImageAugmentation(keras.layers.Layer):
                 )
 
     def call(self, inputs, training=True):
+        if not training:
+            # Keras's RandomCrop returns the uncropped input at inference,
+            # a different shape from training; centre-crop instead.
+            if self.crop is None:
+                return inputs
+            return self.center_crop(inputs)
         outputs = inputs
         for layer in self.augmentation_layers:
-            outputs = layer(outputs, training=training)
+            outputs = layer(outputs, training=True)
         return outputs
 
     def compute_output_shape(self, input_shape):
@@ -264,14 +281,31 @@ class ImageAugmentation(keras.layers.Layer):
     def _mix_batch(self, seed_pair, images, labels):
         import tensorflow as tf
 
-        layers = [m for m in (self.mixup, self.cutmix) if m is not None]
         outputs = []
-        for layer in layers:
-            with _seeding.stateless_seeds([layer], seed_pair) as gen:
-                data = layer({"images": images, "labels": labels}, training=True)
+        if self.mixup is not None:
+            with _seeding.stateless_seeds([self.mixup], seed_pair) as gen:
+                data = self.mixup({"images": images, "labels": labels}, training=True)
             outputs.append(
                 (tf.cast(data["images"], "float32"), tf.cast(data["labels"], "float32"))
             )
+        if self.cutmix is not None:
+            # Keras's CutMix weighs labels by the area of a fractional box,
+            # while the pasted pixels come from an integer grid: labels can be
+            # off by several percent. A channel holding each image's batch
+            # index records where every output pixel came from, and the
+            # labels are recomputed from it exactly.
+            batch = tf.shape(images)[0]
+            index = tf.cast(tf.range(batch), images.dtype)[:, None, None, None]
+            tracer = tf.broadcast_to(index, tf.concat([tf.shape(images)[:3], [1]], 0))
+            traced = tf.concat([images, tracer], axis=-1)
+            with _seeding.stateless_seeds([self.cutmix], seed_pair) as gen:
+                data = self.cutmix({"images": traced, "labels": labels}, training=True)
+            mixed = tf.cast(data["images"], "float32")
+            source = tf.cast(tf.round(mixed[..., -1]), "int32")
+            weights = tf.reduce_mean(
+                tf.one_hot(source, batch, dtype="float32"), axis=[1, 2]
+            )
+            outputs.append((mixed[..., :-1], tf.matmul(weights, labels)))
         if len(outputs) == 1:
             return outputs[0]
         pick_mixup = (
