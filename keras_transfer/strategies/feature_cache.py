@@ -25,7 +25,12 @@ def _iter_layers(layer):
 def _hash_array(digest, array):
     array = np.ascontiguousarray(array)
     digest.update(f"{array.dtype.str}{array.shape}".encode())
-    digest.update(array.tobytes())
+    if array.dtype.kind == "O":
+        # Object arrays (raw strings for text bases) hold pointers: hash the
+        # values themselves.
+        digest.update("\x1f".join(map(repr, array.ravel())).encode())
+    else:
+        digest.update(memoryview(array).cast("B"))
 
 
 def _hash_structure(digest, x):

@@ -117,3 +117,12 @@ class FeatureCacheTest(TestCase):
     def test_mismatched_inputs_raise(self):
         with self.assertRaisesRegex(ValueError, "same number of examples"):
             FeatureCache(self.base).transform({"a": np.ones((3, 6)), "b": np.ones((2, 6))})
+
+    def test_string_inputs_are_hashed_by_value(self):
+        cache = FeatureCache(self.base)
+        one = np.array(["a good film", "a bad film"], dtype=object)
+        # Equal strings that are different Python objects.
+        two = np.array([" ".join(["a", w, "film"]) for w in ("good", "bad")], dtype=object)
+        other = np.array(["a good film", "a dull film"], dtype=object)
+        self.assertEqual(cache.fingerprint(one), cache.fingerprint(two))
+        self.assertNotEqual(cache.fingerprint(one), cache.fingerprint(other))
