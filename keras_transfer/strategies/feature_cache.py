@@ -212,7 +212,11 @@ class FeatureCache:
             if isinstance(value, dict):
                 return {k: convert(v) for k, v in value.items()}
             if isinstance(value, (list, tuple)):
+                if value and all(isinstance(v, str) for v in value):
+                    return np.array(value, dtype=object)
                 return type(value)(convert(v) for v in value)
+            if isinstance(value, np.ndarray):
+                return value
             try:
                 return keras.ops.convert_to_numpy(value)
             except Exception as e:
