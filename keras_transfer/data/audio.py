@@ -111,6 +111,9 @@ def _stft(audio, frame_length, frame_step):
     tf = _tf()
     # Centre the frames (as librosa does) so the edges are reconstructed.
     padded = tf.pad(audio, [[frame_length // 2, frame_length // 2]], mode="REFLECT")
+    # Zeros so the last frame reaches the end of the clip.
+    extra = tf.math.floormod(-(tf.shape(padded)[0] - frame_length), frame_step)
+    padded = tf.pad(padded, [[0, extra + frame_step]])
     return tf.signal.stft(
         padded,
         frame_length=frame_length,
@@ -181,9 +184,23 @@ def time_stretch(audio, rate, frame_length=512, frame_step=128):
     )
     delta = tf.math.angle(right) - tf.math.angle(left) - advance
     delta = delta - 2.0 * math.pi * tf.round(delta / (2.0 * math.pi))
-    phase = tf.math.angle(stft[0])[None, :] + tf.cumsum(
-        advance + delta, axis=0, exclusive=True
+    accumulated = tf.cumsum(advance + delta, axis=0, exclusive=True)
+    # Anchor the phases on a frame that lies wholly inside the clip: the
+    # padded edge frame has inter-bin phase relations of its own, and
+    # carrying them along makes overlapping frames cancel (a pure tone came
+    # out at half its amplitude for rates < 1).
+    anchor_frame = tf.minimum(2, num_frames - 1)
+    anchor = tf.reduce_sum(tf.cast(steps < tf.cast(anchor_frame, "float32"), "int32"))
+    anchor = tf.minimum(anchor, tf.shape(steps)[0] - 1)
+    phase = (
+        tf.math.angle(tf.gather(stft, tf.gather(index, anchor)))[None, :]
+        + accumulated
+        - accumulated[anchor][None, :]
     )
+    # Before the anchor, read the phase off the input frames directly.
+    direct = tf.math.angle(left) + alpha * (advance + delta)
+    before = (tf.range(tf.shape(steps)[0]) < anchor)[:, None]
+    phase = tf.where(before, direct, phase)
     stretched = tf.complex(magnitude * tf.cos(phase), magnitude * tf.sin(phase))
     return _istft(stretched, frame_length, frame_step, length)
 
