@@ -253,8 +253,8 @@ def fit_feature_extraction(
     mode, over `x` (and the validation inputs) by a `FeatureCache`; the head
     is then compiled and fitted on the features. Without augmentation this
     is the same training as fitting `inputs -> InferenceMode(base) -> head`
-    with the base frozen and in inference mode (same batches, same updates, up to float rounding
-    of the base's forward pass) but the base runs once instead of once per
+    with the base frozen (same batches, same updates, up to float rounding
+    of the base's forward pass), but the base runs once instead of once per
     epoch. The head's weights are shared with any model it is part of, so a
     model from `build_classifier(base, head=head)` is trained afterwards.
 
