@@ -74,10 +74,16 @@ class BackTranslation:
         return [self.cache[t] for t in texts]
 
     def get_config(self):
-        return {
-            "translator": keras.saving.serialize_keras_object(self.translator),
-            "batch_size": self.batch_size,
-        }
+        try:
+            translator = keras.saving.serialize_keras_object(self.translator)
+        except TypeError as e:
+            raise ValueError(
+                "`BackTranslation.get_config()` needs a serializable "
+                "`translator`: a function or class registered with "
+                "`keras.saving.register_keras_serializable`. Received: "
+                f"translator={self.translator!r}"
+            ) from e
+        return {"translator": translator, "batch_size": self.batch_size}
 
     @classmethod
     def from_config(cls, config):
