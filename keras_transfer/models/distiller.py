@@ -98,11 +98,15 @@ def _check_hints(hints, teacher, student):
     return hints
 
 
+def _model_inputs(model):
+    return model.inputs[0] if len(model.inputs) == 1 else model.inputs
+
+
 def _feature_model(model, layer_names, name):
     outputs = {_FINAL: model.outputs[0]}
     for layer_name in layer_names:
         outputs[layer_name] = model.get_layer(layer_name).output
-    return keras.Model(model.inputs, outputs, name=name)
+    return keras.Model(_model_inputs(model), outputs, name=name)
 
 
 @keras.saving.register_keras_serializable(package="keras_transfer")
@@ -383,10 +387,11 @@ class Distiller(keras.distillation.Distiller):
             return self._cache_dataset(x)
         extractor = self._teacher_features
         if extractor is None:
-            extractor = keras.Model(
-                self.teacher.inputs,
-                {_FINAL: self.teacher.outputs[0]},
-            ) if getattr(self.teacher, "inputs", None) else None
+            extractor = (
+                _feature_model(self.teacher, [], "teacher_outputs")
+                if getattr(self.teacher, "inputs", None)
+                else None
+            )
         if extractor is not None:
             outputs = extractor.predict(x, batch_size=batch_size, verbose=0)
         else:

@@ -1,0 +1,224 @@
+import os
+
+import keras
+import numpy as np
+import pytest
+from absl.testing import parameterized
+
+from keras_transfer.models import Distiller
+from tests.testing import TestCase
+
+
+def _log_softmax(z):
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def _mlp(name, width=8, classes=3, softmax=False, seed=0, dropout=0.0, bn=False):
+    init = keras.initializers.GlorotUniform(seed=seed)
+    inputs = keras.Input((6,))
+    x = keras.layers.Dense(width, activation="relu", kernel_initializer=init, name="hidden")(inputs)
+    if bn:
+        x = keras.layers.BatchNormalization(name="bn")(x)
+    if dropout:
+        x = keras.layers.Dropout(dropout, seed=seed)(x)
+    outputs = keras.layers.Dense(
+        classes,
+        activation="softmax" if softmax else None,
+        kernel_initializer=init,
+        name="scores",
+    )(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _data(n=16, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 6)).astype("float32"), rng.integers(0, 3, n)
+
+
+class DistillerTest(TestCase):
+    def test_loss_matches_numpy_formula(self):
+        alpha, temperature = 0.3, 2.5
+        teacher, student = _mlp("t", seed=1), _mlp("s", seed=2)
+        distiller = Distiller(teacher, student, alpha=alpha, temperature=temperature)
+        distiller.compile(optimizer="sgd")
+        x, y = _data()
+        loss = distiller.compute_loss(x, y, distiller(x))
+
+        t, s = np.asarray(teacher(x)), np.asarray(student(x))
+        log_pt = _log_softmax(t / temperature)
+        log_ps = _log_softmax(s / temperature)
+        kl = (np.exp(log_pt) * (log_pt - log_ps)).sum(-1).mean()
+        ce = -_log_softmax(s)[np.arange(len(y)), y].mean()
+        want = alpha * kl * temperature**2 + (1 - alpha) * ce
+        self.assertAllClose(loss, want, atol=1e-5, rtol=1e-5)
+
+    def test_probability_teacher_and_student(self):
+        x, y = _data()
+        t_logits, s_logits = _mlp("t", seed=1), _mlp("s", seed=2)
+        t_probs, s_probs = _mlp("tp", softmax=True, seed=1), _mlp("sp", softmax=True, seed=2)
+        a = Distiller(t_logits, s_logits, alpha=0.6, temperature=3.0)
+        b = Distiller(
+            t_probs, s_probs, alpha=0.6, temperature=3.0,
+            teacher_from_logits=False, from_logits=False,
+        )
+        a.compile()
+        b.compile()
+        self.assertAllClose(
+            a.compute_loss(x, y, a(x)), b.compute_loss(x, y, b(x)), atol=1e-4
+        )
+
+    def test_teacher_frozen_and_in_inference_mode(self):
+        teacher = _mlp("t", dropout=0.5, bn=True, seed=1)
+        student = _mlp("s", seed=2)
+        before = [np.array(v) for v in teacher.weights]
+        distiller = Distiller(teacher, student, alpha=1.0, temperature=2.0)
+        distiller.compile(optimizer=keras.optimizers.SGD(0.5))
+        x, y = _data()
+        # Dropout off: the loss is deterministic.
+        self.assertAllClose(
+            distiller.compute_loss(x, y, student(x)),
+            distiller.compute_loss(x, y, student(x)),
+        )
+        s_before = np.array(student.weights[0])
+        distiller.fit(x, y, batch_size=4, epochs=1, verbose=0)
+        for w, v in zip(before, teacher.weights):  # incl. BN moving stats
+            self.assertAllClose(w, v)
+        self.assertFalse(teacher.trainable)
+        self.assertGreater(np.abs(np.array(student.weights[0]) - s_before).max(), 0)
+
+    def test_predict_and_evaluate_report_the_student(self):
+        teacher, student = _mlp("t", seed=1), _mlp("s", seed=2)
+        distiller = Distiller(teacher, student)
+        distiller.compile(metrics=["accuracy"])
+        x, y = _data(32)
+        self.assertAllClose(distiller.predict(x, verbose=0), student.predict(x, verbose=0))
+        result = distiller.evaluate(x, y, verbose=0, return_dict=True)
+        want = (np.argmax(student.predict(x, verbose=0), -1) == y).mean()
+        self.assertAllClose(result["accuracy"], want)
+        for key in ("student_loss", "distillation_loss", "total_loss"):
+            self.assertIn(key, result)
+
+    def test_hint_loss_is_mse_of_named_layers(self):
+        teacher, student = _mlp("t", seed=1), _mlp("s", seed=2)
+        distiller = Distiller(
+            teacher, student, alpha=1.0, temperature=1.0,
+            hints={"hidden": "hidden"}, hint_weight=0.5,
+        )
+        distiller.compile()
+        x, y = _data()
+        loss = distiller.compute_loss(x, y, distiller(x))
+        feats = lambda m: np.asarray(keras.Model(m.inputs[0], m.get_layer("hidden").output)(x))
+        t, s = np.asarray(teacher(x)), np.asarray(student(x))
+        kl = (np.exp(_log_softmax(t)) * (_log_softmax(t) - _log_softmax(s))).sum(-1).mean()
+        mse = ((feats(teacher) - feats(student)) ** 2).mean()
+        self.assertAllClose(loss, kl + 0.5 * mse, atol=1e-5)
+        self.assertAllClose(distiller.hint_loss_tracker.result(), mse, atol=1e-5)
+
+    def test_cached_teacher_outputs_match_and_stay_with_examples(self):
+        teacher, student = _mlp("t", seed=1), _mlp("s", seed=2)
+        distiller = Distiller(teacher, student, alpha=0.5, temperature=2.0)
+        distiller.compile(optimizer="sgd")
+        x, y = _data(20)
+        cached = distiller.cache_teacher_outputs(x, batch_size=8)
+        self.assertAllClose(
+            cached["teacher_outputs"]["final_output"], teacher.predict(x, verbose=0), atol=1e-6
+        )
+        direct = distiller.evaluate(x, y, batch_size=20, verbose=0)
+        self.assertAllClose(
+            distiller.evaluate(cached, y, batch_size=20, verbose=0), direct, atol=1e-6
+        )
+        self.assertAllClose(distiller.predict(cached, verbose=0), student.predict(x, verbose=0))
+
+        import tensorflow as tf
+
+        dataset = distiller.cache_teacher_outputs(tf.data.Dataset.from_tensor_slices((x, y)))
+        # Shuffled: each example keeps its own teacher output, so the
+        # (order-free) mean loss over the full set is unchanged.
+        shuffled = dataset.shuffle(20, seed=3).batch(20)
+        self.assertAllClose(distiller.evaluate(shuffled, verbose=0), direct, atol=1e-6)
+        distiller.fit(dataset.shuffle(20).batch(5), epochs=1, verbose=0)
+
+    def test_cache_skips_the_teacher(self):
+        teacher, student = _mlp("t", seed=1), _mlp("s", seed=2)
+        distiller = Distiller(teacher, student, alpha=1.0)
+        distiller.compile()
+        x, y = _data(8)
+        cached = distiller.cache_teacher_outputs(x)
+        # A corrupted teacher changes the uncached loss but not the cached one.
+        cached_before = distiller.compute_loss(cached, y, student(x))
+        teacher.get_layer("scores").kernel.assign(np.zeros((8, 3)))
+        self.assertAllClose(distiller.compute_loss(cached, y, student(x)), cached_before)
+        self.assertNotAllClose(distiller.compute_loss(x, y, student(x)), cached_before)
+
+    def test_save_load_and_continue_training(self):
+        teacher, student = _mlp("t", seed=1), _mlp("s", seed=2)
+        distiller = Distiller(teacher, student, alpha=0.7, temperature=3.0, hints=[("hidden", "hidden")])
+        distiller.compile(optimizer="adam", metrics=["accuracy"])
+        x, y = _data(16)
+        distiller.fit(x, y, batch_size=4, epochs=1, verbose=0)
+        path = os.path.join(self.get_temp_dir(), "distiller.keras")
+        distiller.save(path)
+        loaded = keras.models.load_model(path)
+        self.assertIsInstance(loaded, Distiller)
+        self.assertEqual(loaded.get_config()["hints"], [["hidden", "hidden"]])
+        self.assertAllClose(loaded.predict(x, verbose=0), distiller.predict(x, verbose=0))
+        self.assertAllClose(loaded.evaluate(x, y, verbose=0), distiller.evaluate(x, y, verbose=0))
+        self.assertEqual(int(loaded.optimizer.iterations), 4)
+        self.assertFalse(loaded.teacher.trainable)
+        loaded.fit(x, y, batch_size=4, epochs=1, verbose=0)
+        self.assertEqual(int(loaded.optimizer.iterations), 8)
+
+        student_path = os.path.join(self.get_temp_dir(), "student.keras")
+        loaded.student.save(student_path)
+        alone = keras.models.load_model(student_path)
+        self.assertAllClose(alone.predict(x, verbose=0), loaded.predict(x, verbose=0))
+
+    def test_config_round_trip(self):
+        distiller = Distiller(_mlp("t"), _mlp("s"), alpha=0.25, temperature=7.0, from_logits=True)
+        config = distiller.get_config()
+        restored = Distiller.from_config(config)
+        self.assertEqual(restored.alpha, 0.25)
+        self.assertEqual(restored.temperature, 7.0)
+        self.assertEqual(restored.student_loss_weight, 0.75)
+
+    def test_mixed_precision(self):
+        keras.config.set_dtype_policy("mixed_float16")
+        try:
+            teacher, student = _mlp("t", seed=1), _mlp("s", seed=2)
+            distiller = Distiller(teacher, student, temperature=4.0)
+            distiller.compile(optimizer="adam")
+            x, y = _data(16)
+            history = distiller.fit(x, y, batch_size=8, epochs=1, verbose=0)
+            self.assertTrue(np.isfinite(history.history["loss"][0]))
+            self.assertEqual(
+                keras.backend.standardize_dtype(distiller(x).dtype), "float16"
+            )
+            loss = distiller.compute_loss(x, y, distiller(x))
+            self.assertEqual(keras.backend.standardize_dtype(loss.dtype), "float32")
+        finally:
+            keras.config.set_dtype_policy("float32")
+
+    @parameterized.named_parameters(
+        ("alpha_high", {"alpha": 1.5}, "Received: alpha=1.5"),
+        ("alpha_negative", {"alpha": -0.1}, "Received: alpha=-0.1"),
+        ("temperature_zero", {"temperature": 0.0}, "Received: temperature=0.0"),
+        ("temperature_negative", {"temperature": -2}, "Received: temperature=-2"),
+        ("hint_weight", {"hint_weight": -1}, "Received: hint_weight=-1"),
+        ("hint_missing", {"hints": {"nope": "hidden"}}, "missing 'nope'"),
+        ("hint_format", {"hints": ["hidden"]}, "Received: hints="),
+    )
+    def test_invalid_arguments_raise(self, kwargs, message):
+        with self.assertRaisesRegex(ValueError, message):
+            Distiller(_mlp("t"), _mlp("s"), **kwargs)
+
+    def test_mismatched_models_raise(self):
+        with self.assertRaisesRegex(ValueError, "same output width"):
+            Distiller(_mlp("t", classes=3), _mlp("s", classes=4))
+        other = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3)])
+        with self.assertRaisesRegex(ValueError, "inputs of the same shape"):
+            Distiller(_mlp("t"), other)
+        with self.assertRaisesRegex(ValueError, "Received: teacher="):
+            Distiller("teacher", _mlp("s"))
+        with self.assertRaisesRegex(ValueError, "same shape.*projection"):
+            Distiller(_mlp("t", width=8), _mlp("s", width=4), hints={"hidden": "hidden"})
