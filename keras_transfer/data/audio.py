@@ -247,20 +247,22 @@ def spec_augment(
     time_mask_width=10,
     freq_masks=2,
     freq_mask_width=8,
-    mask_value=0.0,
+    mask_value=None,
     seed=None,
 ):
     """SpecAugment time and frequency masking of one spectrogram.
 
     Each mask has a width drawn uniformly in `[0, max width]` and a start drawn
-    uniformly so that it fits; masked cells are set to `mask_value`.
+    uniformly so that it fits; masked cells are set to `mask_value`, by
+    default the spectrogram's mean (the paper's 0 after normalisation; a
+    literal 0 in a log spectrogram would be a loud band).
 
     Args:
         spectrogram: float tensor `(frames, bins)`.
         time_masks, freq_masks: number of masks along each axis (>= 0).
         time_mask_width, freq_mask_width: the largest mask width; must not
             exceed the axis length (checked at run time).
-        mask_value: value written into masked cells.
+        mask_value: value written into masked cells; None for the mean.
         seed: int, a `(2,)` int tensor or None.
 
     Returns:
@@ -318,12 +320,15 @@ def spec_augment(
             inside = inside[:, None] if axis == 0 else inside[None, :]
             keep = keep & ~inside
     with tf.control_dependencies(checks):
-        fill = tf.cast(mask_value, spectrogram.dtype)
+        if mask_value is None:
+            fill = tf.reduce_mean(spectrogram)
+        else:
+            fill = tf.cast(mask_value, spectrogram.dtype)
         return tf.where(keep, spectrogram, fill)
 
 
 def log_spectrogram(audio, frame_length=256, frame_step=128):
-    """`log(1 + |STFT|)` of one clip, `(frames, frame_length // 2 + 1)`."""
+    """`log(|STFT| + 1e-6)` of one clip, `(frames, frame_length // 2 + 1)`."""
     tf = _tf()
     stft = tf.signal.stft(
         tf.cast(audio, "float32"),
@@ -331,7 +336,7 @@ def log_spectrogram(audio, frame_length=256, frame_step=128):
         frame_step=frame_step,
         fft_length=frame_length,
     )
-    return tf.math.log1p(tf.abs(stft))
+    return tf.math.log(tf.abs(stft) + 1e-6)
 
 
 def _check_range(name, value, low=None, low_open=False):
@@ -444,16 +449,29 @@ class AudioAugmentation:
             return u[0] < self.probability, value
 
         n, s = self.frame_length, self.frame_step
-        if self.stretch is not None:
-            apply, rate = draw(1, self.stretch)
-            audio = tf.cond(
-                apply, lambda: time_stretch(audio, rate, n, s), lambda: audio
+        if self.stretch is not None or self.semitones is not None:
+            # One phase-vocoder pass does both: stretching by `rate / factor`
+            # then resampling to `len / rate` samples changes the duration by
+            # `1 / rate` and every frequency by `factor`.
+            false = tf.constant(False)
+            stretch, rate = draw(1, self.stretch) if self.stretch else (false, 1.0)
+            shift, semitones = draw(2, self.semitones) if self.semitones else (false, 0.0)
+            rate = tf.where(stretch, rate, 1.0)
+            factor = tf.where(shift, tf.pow(2.0, semitones / 12.0), 1.0)
+            length = tf.shape(audio)[0]
+            out_length = tf.where(
+                stretch,
+                tf.cast(tf.round(tf.cast(length, "float32") / rate), "int32"),
+                length,
             )
-        if self.semitones is not None:
-            apply, shift = draw(2, self.semitones)
-            audio = tf.cond(
-                apply, lambda: pitch_shift(audio, shift, n, s), lambda: audio
-            )
+
+            def vocoder():
+                y = time_stretch(audio, rate / factor, n, s)
+                return tf.cond(
+                    shift, lambda: _resample_linear(y, out_length), lambda: y
+                )
+
+            audio = tf.cond(stretch | shift, vocoder, lambda: audio)
         if self.snr_db is not None:
             apply, snr = draw(3, self.snr_db)
             noise_seed = tf.random.experimental.stateless_fold_in(seed, 4)

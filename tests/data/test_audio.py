@@ -77,7 +77,8 @@ class AudioOpsTest(TestCase):
         for seed in range(20):
             out = np.asarray(
                 spec_augment(spec, time_masks=1, time_mask_width=8,
-                             freq_masks=1, freq_mask_width=5, seed=seed)
+                             freq_masks=1, freq_mask_width=5, mask_value=0.0,
+                             seed=seed)
             )
             masked_rows = np.where((out == 0).all(axis=1))[0]
             masked_cols = np.where((out == 0).all(axis=0))[0]
@@ -118,6 +119,14 @@ class AudioOpsTest(TestCase):
         )
         with self.assertRaisesRegex(tf.errors.InvalidArgumentError, "shorter than one FFT frame"):
             fn(tf.zeros([100]))
+
+    def test_spec_augment_fills_with_the_mean_by_default(self):
+        spec = np.arange(40 * 10, dtype="float32").reshape(40, 10)
+        out = np.asarray(spec_augment(spec, time_masks=1, time_mask_width=20,
+                                      freq_masks=0, seed=1))
+        changed = out != spec
+        self.assertTrue(changed.any())
+        self.assertAllClose(out[changed], np.full(changed.sum(), spec.mean()))
 
     def test_mask_wider_than_spectrogram_raises(self):
         with self.assertRaisesRegex(tf.errors.InvalidArgumentError, "larger than"):
@@ -161,6 +170,9 @@ class AudioAugmentationTest(TestCase):
         self.assertEqual(stretched.shape, (SR // 2,))
         noisy = AudioAugmentation(snr_db=12.0, seed=0)(x)
         self.assertAllClose(_snr_db(x, noisy), 12.0, atol=1e-3)
+        both = AudioAugmentation(stretch=(1.25, 1.25), semitones=(-3, -3), seed=0)(x)
+        self.assertEqual(both.shape, (round(SR / 1.25),))
+        self.assertAllClose(_peak_frequency(both), 440 * 2 ** (-3 / 12), rtol=5e-3)
         untouched = AudioAugmentation(snr_db=12.0, probability=0.0, seed=0)(x)
         self.assertAllClose(untouched, x, atol=0)
 
