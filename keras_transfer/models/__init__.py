@@ -1,3 +1,5 @@
 """Public `keras_transfer.models` API."""
 
 from keras_transfer.models.distiller import Distiller
+from keras_transfer.models.dann import DomainAdversarialModel
+from keras_transfer.models.discrepancy_alignment import DiscrepancyAlignmentModel

@@ -1,0 +1,150 @@
+"""Domain-adversarial neural network (DANN) as a Keras model."""
+
+import keras
+from keras import ops
+
+from keras_transfer.layers.gradient_reversal import GradientReversal
+from keras_transfer.models._domain import DomainModelBase
+from keras_transfer.models._domain import _check_nonnegative
+from keras_transfer.models._domain import _check_submodel
+
+
+@keras.saving.register_keras_serializable(package="keras_transfer")
+class DomainAdversarialModel(DomainModelBase):
+    """DANN: a task head and an adversarial domain head on shared features.
+
+    `feature_extractor -> task_head` classifies labelled source data;
+    `feature_extractor -> GradientReversal -> domain_head` tells source
+    (label 0) from target (label 1). The reversal layer makes one ordinary
+    gradient step minimise
+
+    `L = L_task(source) + domain_loss_weight * L_domain`
+
+    for both heads while pushing the features to *maximise* `L_domain`, so
+    no custom train step or second optimizer is needed. Source and target go
+    through the feature extractor as one concatenated batch, so BatchNorm sees
+    both domains.
+
+    Train with `fit({"source": x_s, "target": x_t}, y_s)` or a dataset of
+    `({"source": x_s, "target": x_t}, y_s)` (e.g. two `tf.data` pipelines
+    zipped, the target one repeated). Validate on labelled target data with
+    `validation_data=({"target": x_t}, {"target": y_t})`. A plain tensor input
+    gives the task head's outputs, so `predict(x)` / `evaluate(x, y)` work as
+    for any classifier.
+
+    Metrics: `task_loss`, `source_accuracy`, `domain_loss`, `domain_accuracy`,
+    and `target_accuracy` when target labels are given (never in training:
+    target labels for training raise an error).
+
+    Args:
+        feature_extractor: a Keras model or layer, inputs -> features.
+        task_head: features -> class logits (or what `task_loss` expects).
+        domain_head: features -> one domain logit per sample, shape `(n, 1)`.
+        factor: float >= 0, initial `lambda` of the reversal layer; drive it
+            with `keras_transfer.callbacks.GradientReversalScheduler`.
+        domain_loss_weight: float >= 0, weight of the domain loss.
+        task_loss: a Keras loss; default sparse categorical cross-entropy on
+            logits. Accuracy metrics assume integer labels and class scores.
+        **kwargs: `keras.Model` arguments such as `name`.
+
+    Example:
+
+    ```python
+    model = keras_transfer.models.DomainAdversarialModel(
+        feature_extractor, task_head, domain_head)
+    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
+    model.fit({"source": xs, "target": xt}, ys, epochs=30, callbacks=[
+        keras_transfer.callbacks.GradientReversalScheduler("dann")])
+    ```
+
+    Reference:
+        [Ganin et al., 2016](https://jmlr.org/papers/v17/15-239.html).
+    """
+
+    def __init__(
+        self,
+        feature_extractor,
+        task_head,
+        domain_head,
+        factor=1.0,
+        domain_loss_weight=1.0,
+        task_loss=None,
+        **kwargs,
+    ):
+        super().__init__(feature_extractor, task_head, task_loss, **kwargs)
+        self.domain_head = _check_submodel(domain_head, "domain_head")
+        self.factor = _check_nonnegative(factor, "factor")
+        self.domain_loss_weight = _check_nonnegative(
+            domain_loss_weight, "domain_loss_weight"
+        )
+        self.gradient_reversal = GradientReversal(
+            factor=self.factor, name="gradient_reversal"
+        )
+        self.domain_loss_tracker = keras.metrics.Mean(name="domain_loss")
+        self.domain_accuracy = keras.metrics.BinaryAccuracy(
+            name="domain_accuracy", threshold=0.0
+        )
+
+    def _alignment_outputs(self, features, n_source, source, target, training):
+        if source is None or target is None:
+            return {}
+        domain = self.domain_head(
+            self.gradient_reversal(features), training=training
+        )
+        return {"domain": domain, "domain_labels": self._domain_labels(
+            ops.shape(source)[0], ops.shape(target)[0])}
+
+    def _domain_labels(self, n_source, n_target):
+        return ops.concatenate(
+            [
+                ops.zeros((n_source, 1), "float32"),
+                ops.ones((n_target, 1), "float32"),
+            ],
+            axis=0,
+        )
+
+    def _alignment_loss(self, y_pred):
+        logits = ops.cast(y_pred["domain"], "float32")
+        if len(logits.shape) != 2 or logits.shape[-1] != 1:
+            raise ValueError(
+                "`domain_head` must return one logit per sample, shape "
+                f"(batch, 1). Received shape: {tuple(logits.shape)}"
+            )
+        loss = ops.mean(
+            keras.losses.binary_crossentropy(
+                y_pred["domain_labels"], logits, from_logits=True
+            )
+        )
+        self.domain_loss_tracker.update_state(loss)
+        return self.domain_loss_weight * loss
+
+    def _alignment_metrics(self, y_pred):
+        self.domain_accuracy.update_state(
+            y_pred["domain_labels"], ops.cast(y_pred["domain"], "float32")
+        )
+        return {
+            "domain_loss": self.domain_loss_tracker.result(),
+            "domain_accuracy": self.domain_accuracy.result(),
+        }
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "domain_head": keras.saving.serialize_keras_object(
+                    self.domain_head
+                ),
+                "factor": self.factor,
+                "domain_loss_weight": self.domain_loss_weight,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(
+            **cls._deserialize(
+                config,
+                ("feature_extractor", "task_head", "domain_head", "task_loss"),
+            )
+        )
