@@ -1,0 +1,198 @@
+import os
+
+import keras
+import numpy as np
+from absl.testing import parameterized
+
+from keras_transfer.models import MultiTaskModel
+from tests.testing import TestCase
+
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def _log_softmax(z):
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def _ce(logits, y):
+    return -_log_softmax(logits)[np.arange(len(y)), y]
+
+
+def _model(task_weights=None, seed=0):
+    init = keras.initializers.GlorotUniform(seed=seed)
+    encoder = keras.Sequential(
+        [keras.Input((6,)), keras.layers.Dense(8, activation="relu", kernel_initializer=init)],
+        name="encoder",
+    )
+    heads = {
+        "digit": keras.layers.Dense(3, kernel_initializer=init, name="digit_head"),
+        "speaker": keras.layers.Dense(2, kernel_initializer=init, name="speaker_head"),
+    }
+    return MultiTaskModel(encoder, heads, task_weights=task_weights)
+
+
+def _data(n=12, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 6)).astype("float32")
+    digit = rng.integers(0, 3, n)
+    speaker = rng.integers(0, 2, n)
+    digit[:4] = -1  # missing
+    speaker[-3:] = -1
+    return x, {"digit": digit, "speaker": speaker}
+
+
+def _masked_ce(logits, y):
+    keep = y != -1
+    return _ce(np.asarray(logits)[keep], y[keep]).mean()
+
+
+class MultiTaskModelTest(TestCase):
+    def test_fixed_weights_masked_loss_matches_numpy(self):
+        model = _model(task_weights={"digit": 0.7, "speaker": 2.0})
+        model.compile(loss=LOSS)
+        x, y = _data()
+        out = model(x)
+        loss = model.compute_loss(x, y, out)
+        want = 0.7 * _masked_ce(out["digit"], y["digit"]) + 2.0 * _masked_ce(
+            out["speaker"], y["speaker"]
+        )
+        self.assertAllClose(loss, want, atol=1e-5)
+        self.assertAllClose(
+            model.task_loss_trackers["digit"].result(),
+            _masked_ce(out["digit"], y["digit"]),
+            atol=1e-5,
+        )
+
+    def test_uncertainty_weights_match_kendall_formula(self):
+        model = _model(task_weights="uncertainty")
+        model.compile(loss={"digit": LOSS, "speaker": "sparse_categorical_crossentropy"})
+        model.log_variances.assign([0.5, -0.3])
+        x, y = _data()
+        out = model(x)
+        # The string loss expects probabilities: feed it the softmax.
+        speaker_probs = keras.ops.softmax(out["speaker"])
+        loss = model.compute_loss(x, y, {"digit": out["digit"], "speaker": speaker_probs})
+        l_d = _masked_ce(out["digit"], y["digit"])
+        l_s = _masked_ce(out["speaker"], y["speaker"])
+        want = np.exp(-0.5) * l_d + 0.25 + np.exp(0.3) * l_s - 0.15
+        self.assertAllClose(loss, want, atol=1e-5)
+        weights = model.task_weight_values()
+        self.assertAllClose([weights["digit"], weights["speaker"]], np.exp([-0.5, 0.3]))
+
+    def test_one_sgd_step_on_log_variances(self):
+        # d/ds [exp(-s) L + s/2] = 1/2 - L at s = 0, so one SGD step with
+        # learning rate lr moves s to lr * (L - 1/2).
+        model = _model(task_weights="uncertainty")
+        lr = 0.1
+        model.compile(optimizer=keras.optimizers.SGD(lr), loss=LOSS)
+        x, y = _data()
+        out = model(x)
+        l_d = _masked_ce(out["digit"], y["digit"])
+        l_s = _masked_ce(out["speaker"], y["speaker"])
+        model.fit(x, y, batch_size=len(x), epochs=1, shuffle=False, verbose=0)
+        self.assertAllClose(model.log_variances, [lr * (l_d - 0.5), lr * (l_s - 0.5)], atol=1e-5)
+
+    def test_masked_examples_do_not_change_the_loss_or_metrics(self):
+        model = _model()
+        model.compile(loss=LOSS, metrics={"digit": ["accuracy"]})
+        x, y = _data()
+        out = model(x)
+        base = model.compute_loss(x, y, out)
+        # Change the predictions of examples whose digit label is missing.
+        digit = np.asarray(out["digit"]).copy()
+        digit[:4] = 100.0 * np.random.default_rng(1).normal(size=(4, 3))
+        changed = model.compute_loss(x, y, {"digit": digit, "speaker": out["speaker"]})
+        self.assertAllClose(base, changed)
+        result = model.evaluate(x, y, batch_size=4, verbose=0, return_dict=True)
+        keep = y["digit"] != -1
+        want = (np.argmax(np.asarray(out["digit"])[keep], -1) == y["digit"][keep]).mean()
+        self.assertAllClose(result["digit_accuracy"], want)
+        for key in ("digit_loss", "speaker_loss", "digit_weight", "speaker_weight"):
+            self.assertIn(key, result)
+
+    def test_fit_predict_save_load_and_continue(self):
+        model = _model(task_weights="uncertainty")
+        model.compile(optimizer="adam", loss=LOSS, metrics={"digit": ["accuracy"], "speaker": ["accuracy"]})
+        x, y = _data()
+        model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+        predictions = model.predict(x, verbose=0)
+        self.assertEqual(sorted(predictions), ["digit", "speaker"])
+        self.assertEqual(predictions["digit"].shape, (12, 3))
+        path = os.path.join(self.get_temp_dir(), "multi_task.keras")
+        model.save(path)
+        loaded = keras.models.load_model(path)
+        self.assertIsInstance(loaded, MultiTaskModel)
+        for task in ("digit", "speaker"):
+            self.assertAllClose(loaded.predict(x, verbose=0)[task], predictions[task])
+        self.assertAllClose(loaded.log_variances, model.log_variances)
+        self.assertAllClose(loaded.evaluate(x, y, verbose=0), model.evaluate(x, y, verbose=0))
+        self.assertEqual(int(loaded.optimizer.iterations), 3)
+        loaded.fit(x, y, batch_size=4, epochs=1, verbose=0)
+        self.assertEqual(int(loaded.optimizer.iterations), 6)
+
+    def test_tf_data_labels(self):
+        import tensorflow as tf
+
+        model = _model()
+        model.compile(loss=LOSS)
+        x, y = _data()
+        model.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(4), epochs=1, verbose=0)
+        bad = tf.data.Dataset.from_tensor_slices((x, {"digit": y["digit"]})).batch(4)
+        with self.assertRaisesRegex(ValueError, r"Received: label names=\['digit'\]"):
+            model.fit(bad, epochs=1, verbose=0)
+
+    def test_mixed_precision(self):
+        keras.config.set_dtype_policy("mixed_float16")
+        try:
+            model = _model(task_weights="uncertainty")
+            model.compile(optimizer="adam", loss=LOSS)
+            x, y = _data()
+            history = model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+            self.assertTrue(np.isfinite(history.history["loss"][0]))
+            self.assertEqual(keras.backend.standardize_dtype(model.log_variances.dtype), "float32")
+        finally:
+            keras.config.set_dtype_policy("float32")
+
+    def test_label_names_must_match_heads(self):
+        model = _model()
+        model.compile(loss=LOSS)
+        x, y = _data()
+        with self.assertRaisesRegex(ValueError, r"Received: label names=\['digit', 'gender'\]"):
+            model.fit(x, {"digit": y["digit"], "gender": y["speaker"]}, verbose=0)
+
+    def test_task_without_labels_raises(self):
+        model = _model()
+        model.compile(loss=LOSS)
+        x, y = _data()
+        with self.assertRaisesRegex(ValueError, "Task 'speaker' has no labelled example"):
+            model.fit(x, {"digit": y["digit"], "speaker": -np.ones(12, int)}, verbose=0)
+
+    @parameterized.named_parameters(
+        ("heads_list", {"heads": [keras.layers.Dense(2)]}, "Received: heads="),
+        ("heads_empty", {"heads": {}}, "Received: heads="),
+        ("weights_keys", {"task_weights": {"digit": 1.0}}, "Received: task_weights="),
+        ("weights_negative", {"task_weights": {"digit": 1.0, "speaker": -1.0}}, "Received: task_weights="),
+        ("weights_string", {"task_weights": "learned"}, "Received: task_weights="),
+        ("encoder", {"encoder": "bert"}, "Received: encoder="),
+        ("missing_label", {"missing_label": "none"}, "Received: missing_label="),
+    )
+    def test_invalid_arguments_raise(self, kwargs, message):
+        args = {
+            "encoder": keras.layers.Dense(4),
+            "heads": {"digit": keras.layers.Dense(3), "speaker": keras.layers.Dense(2)},
+            **kwargs,
+        }
+        with self.assertRaisesRegex(ValueError, message):
+            MultiTaskModel(**args)
+
+    def test_invalid_compile_raises(self):
+        model = _model()
+        with self.assertRaisesRegex(ValueError, "Received: loss=None"):
+            model.compile()
+        with self.assertRaisesRegex(ValueError, r"Received: loss keys=\['digit'\]"):
+            model.compile(loss={"digit": LOSS})
+        with self.assertRaisesRegex(ValueError, "Received: metrics="):
+            model.compile(loss=LOSS, metrics={"age": ["mae"]})
+        with self.assertRaisesRegex(ValueError, "Received: loss_weights="):
+            model.compile(loss=LOSS, loss_weights={"digit": 1.0})
