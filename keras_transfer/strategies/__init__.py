@@ -9,3 +9,5 @@ from keras_transfer.strategies.registry import available_strategies
 from keras_transfer.strategies.registry import get_strategy
 from keras_transfer.strategies.registry import register_strategy
 from keras_transfer.strategies.inference_mode import InferenceMode
+from keras_transfer.strategies.similarity import domain_similarity
+from keras_transfer.strategies.negative_transfer import check_negative_transfer
