@@ -1,0 +1,26 @@
+import re
+
+import pytest
+
+from tests.testing import FSDD_PATH
+from tests.tutorials.notebook import notebook_text
+from tests.tutorials.notebook import run_notebook
+
+
+@pytest.mark.large
+def test_augmentation_tutorial_runs_in_quick_mode(tmp_path):
+    nb = run_notebook("06_augmentation.ipynb", tmp_path, FSDD_PATH=FSDD_PATH)
+    text = notebook_text(nb)
+    assert "same seed, fresh pipeline, identical first epoch: True" in text
+    # Back-translation cache: 4 distinct texts translated once over 2 epochs.
+    assert "texts translated: 4 (of 12 given, 2 epochs)" in text
+    before, after = re.search(r"duration ([\d.]+) s -> stretched ([\d.]+) s", text).groups()
+    assert abs(float(after) - float(before) / 0.8) < 0.002
+    snr = float(re.search(r"measured SNR ([\d.]+) dB", text).group(1))
+    assert abs(snr - 10.0) < 0.01
+    assert len(re.findall(r"unseen-speaker accuracy ([\d.]+)", text)) == 2
+    assert len(re.findall(r"images seed 0 \w+ +test accuracy ([\d.]+)", text)) == 2
+    images = sum(
+        "image/png" in out.get("data", {}) for cell in nb.cells for out in cell.get("outputs", [])
+    )
+    assert images >= 4
