@@ -1,0 +1,71 @@
+"""NumPy arrays to `tf.data.Dataset`."""
+
+import numpy as np
+
+
+def to_dataset(x, y=None, batch_size=32, shuffle=False, seed=0):
+    """Wraps arrays returned by the loaders in a batched `tf.data.Dataset`.
+
+    TensorFlow is imported only when this is called.
+
+    Args:
+        x: array (any shape, first axis is examples), a list of equal-length
+            arrays, or an array / list of str (texts become `tf.string`).
+        y: array `(N, ...)` or None (the dataset then yields `x` only).
+        batch_size: positive int; the last batch may be smaller.
+        shuffle: bool, reshuffle every epoch (full-size buffer) with `seed`.
+        seed: int, the shuffle seed.
+
+    Returns:
+        `tf.data.Dataset` of `(x_batch, y_batch)` (or `x_batch`), prefetched.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_transfer.datasets import to_dataset
+    >>> ds = to_dataset(np.zeros((5, 2)), np.arange(5), batch_size=2)
+    >>> [int(y.shape[0]) for _, y in ds]
+    [2, 2, 1]
+    """
+    if (
+        not isinstance(batch_size, (int, np.integer))
+        or isinstance(batch_size, bool)
+        or batch_size < 1
+    ):
+        raise ValueError(
+            "`batch_size` must be a positive integer. "
+            f"Received: batch_size={batch_size!r}"
+        )
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        raise ValueError(f"`seed` must be an integer. Received: seed={seed!r}")
+    x = _as_array(x, "x")
+    if y is not None:
+        y = _as_array(y, "y")
+        if len(y) != len(x):
+            raise ValueError(
+                "`x` and `y` must have the same number of examples. "
+                f"Received: len(x)={len(x)}, len(y)={len(y)}"
+            )
+    if len(x) == 0:
+        raise ValueError("`x` must not be empty. Received: len(x)=0")
+    import tensorflow as tf
+
+    dataset = tf.data.Dataset.from_tensor_slices(x if y is None else (x, y))
+    if shuffle:
+        dataset = dataset.shuffle(
+            len(x), seed=int(seed), reshuffle_each_iteration=True
+        )
+    return dataset.batch(int(batch_size)).prefetch(tf.data.AUTOTUNE)
+
+
+def _as_array(value, name):
+    if isinstance(value, list) and value and isinstance(value[0], np.ndarray):
+        lengths = {v.shape for v in value}
+        if len(lengths) > 1:
+            raise ValueError(
+                f"`{name}` is a list of arrays with different shapes "
+                f"({len(lengths)} distinct); pad them first (e.g. "
+                "`load_spoken_digits(..., length=8000)`). "
+                f"Received: {name}[0].shape={value[0].shape}"
+            )
+    return np.asarray(value)
