@@ -11,3 +11,9 @@ from keras_transfer.strategies.registry import register_strategy
 from keras_transfer.strategies.inference_mode import InferenceMode
 from keras_transfer.strategies.similarity import domain_similarity
 from keras_transfer.strategies.negative_transfer import check_negative_transfer
+from keras_transfer.strategies.peft import add_adapters
+from keras_transfer.strategies.peft import apply_lora
+from keras_transfer.strategies.peft import load_peft_weights
+from keras_transfer.strategies.peft import merge_lora
+from keras_transfer.strategies.peft import save_peft_weights
+from keras_transfer.strategies.peft import trainable_summary
