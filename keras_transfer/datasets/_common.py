@@ -40,8 +40,14 @@ def check_count(name, value, available=None, allow_none=True):
 
 
 def check_seed(seed):
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-        raise ValueError(f"`seed` must be an integer. Received: seed={seed!r}")
+    if (
+        not isinstance(seed, (int, np.integer))
+        or isinstance(seed, bool)
+        or seed < 0
+    ):
+        raise ValueError(
+            f"`seed` must be a non-negative integer. Received: seed={seed!r}"
+        )
     return int(seed)
 
 

@@ -71,7 +71,8 @@ def load_fashion_mnist(
             `t10k-labels-idx1-ubyte.gz`.
         n_train: int in [1, 60000] or None (all 60,000, in file order).
         n_test: int in [1, 10000] or None (all 10,000, in file order).
-        seed: int, seeds the subsets. The same seed gives the same subsets.
+        seed: int, seeds the subsets. The same seed gives the same subsets;
+            the test subset does not depend on `n_train`.
 
     Returns:
         `(x_train, y_train), (x_test, y_test)`:
@@ -111,13 +112,15 @@ def load_fashion_mnist(
     (x, y), (x_test, y_test) = _read_fashion_mnist(os.path.abspath(path))
     n_train = _common.check_count("n_train", n_train, len(y))
     n_test = _common.check_count("n_test", n_test, len(y_test))
-    rng = np.random.default_rng(seed)
+    # Separate streams: the test subset does not depend on `n_train`.
     if n_train is not None:
+        rng = np.random.default_rng([seed, 1])
         chosen = _common.stratified_subset(y, n_train, rng)
         x, y = x[chosen], y[chosen]
     else:
         x, y = x.copy(), y.copy()
     if n_test is not None:
+        rng = np.random.default_rng([seed, 2])
         chosen = _common.stratified_subset(y_test, n_test, rng)
         x_test, y_test = x_test[chosen], y_test[chosen]
     else:

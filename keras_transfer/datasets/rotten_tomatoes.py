@@ -66,8 +66,9 @@ def load_rotten_tomatoes(task="sentiment", n_train=None, n_test=None, seed=0,
     The split is fixed by `seed`: each class gives `test_fraction` of its
     texts to a test pool and the rest to a train pool. `n_train`/`n_test`
     then draw class-stratified subsets of these pools, so the test set never
-    overlaps the training set whatever the sizes (the CLI default uses
-    `n_train=1000, n_test=1000`).
+    overlaps the training set whatever the sizes, and the test subset does
+    not depend on `n_train` (the CLI default uses `n_train=1000,
+    n_test=1000`).
 
     Args:
         task: str, `"sentiment"`, `"category"` or `"review_vs_plot"`.
@@ -121,8 +122,11 @@ def load_rotten_tomatoes(task="sentiment", n_train=None, n_test=None, seed=0,
     )
     n_train = _common.check_count("n_train", n_train, len(train))
     n_test = _common.check_count("n_test", n_test, len(test))
+    # Separate streams: the test subset does not depend on `n_train`.
     if n_train is not None:
-        train = train[_common.stratified_subset(y[train], n_train, rng)]
+        subset_rng = np.random.default_rng([seed, 1])
+        train = train[_common.stratified_subset(y[train], n_train, subset_rng)]
     if n_test is not None:
-        test = test[_common.stratified_subset(y[test], n_test, rng)]
+        subset_rng = np.random.default_rng([seed, 2])
+        test = test[_common.stratified_subset(y[test], n_test, subset_rng)]
     return (texts[train], y[train]), (texts[test], y[test])
