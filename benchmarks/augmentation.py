@@ -340,6 +340,28 @@ def small_data_images(seeds, n_train=500, n_test=2000, epochs=40):
     return results
 
 
+def reproducibility(n=256):
+    """Same seed, fresh layers, parallel per-example map: identical output?"""
+    x = np.random.default_rng(0).uniform(0, 255, (n, 32, 32, 3)).astype("float32")
+    labels = np.zeros(n, "int64")
+
+    def keras_run():
+        p = keras.layers.Pipeline([keras.layers.RandomRotation(0.2, seed=1),
+                                   keras.layers.RandomFlip(seed=1)])
+        ds = tf.data.Dataset.from_tensor_slices(x).map(
+            lambda i: p(i), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return np.stack([a.numpy() for a in ds])
+
+    def ours_run():
+        aug = ImageAugmentation(rotation=0.2, flip="horizontal_and_vertical", seed=1)
+        return np.concatenate([a.numpy() for a, _ in aug.dataset(x, labels, shuffle=False)])
+
+    def differing(a, b):
+        return int((np.abs(a - b).reshape(n, -1).max(1) > 0).sum())
+
+    return differing(keras_run(), keras_run()), differing(ours_run(), ours_run())
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--reps", type=int, default=3)
@@ -371,6 +393,7 @@ def main():
     load = os.getloadavg()
     image, base_name = image_benchmark(args.reps)
     audio = audio_benchmark(args.reps)
+    keras_diff, ours_diff = reproducibility()
     load_after = os.getloadavg()
     med = {k: statistics.median(v) for k, v in image.items()}
     amed = {k: statistics.median(v) for k, v in audio.items()}
@@ -388,6 +411,9 @@ def main():
     print(f"| AudioAugmentation.dataset, clips/s | {amed['ours']:.1f} | {fmt(audio['ours'])} | {amed['ours'] / amed['numpy']:.2f}x NumPy |")
     print(f"| per-sample NumPy via tf.numpy_function, separate ops (as audiomentations), clips/s | {amed['numpy']:.1f} | {fmt(audio['numpy'])} | 1 |")
     print(f"| per-sample NumPy via tf.numpy_function, fused vocoder pass, clips/s | {amed['numpy_fused']:.1f} | {fmt(audio['numpy_fused'])} | {amed['numpy_fused'] / amed['numpy']:.2f}x NumPy (ours is {amed['ours'] / amed['numpy_fused']:.2f}x this) |")
+
+    print(f"reproducibility, 256 images, same seed, fresh layers, parallel per-example map: "
+          f"Keras layers {keras_diff}/256 images differ between runs; ImageAugmentation.dataset {ours_diff}/256")
 
 
 if __name__ == "__main__":
