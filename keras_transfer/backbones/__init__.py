@@ -5,3 +5,4 @@ from keras_transfer.backbones.base import Base
 from keras_transfer.backbones.base import load_base
 from keras_transfer.backbones.minilm import minilm
 from keras_transfer.backbones.minilm import minilm_preprocessor
+from keras_transfer.backbones.minilm import minilm_path
