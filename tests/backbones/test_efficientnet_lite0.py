@@ -56,7 +56,9 @@ class EfficientNetLite0ImageNetTest(TestCase):
         cls.model = efficientnet_lite0(classifier_activation=None)
         cls.inputs = _reference_inputs()
         cls.logits = {
-            key: np.asarray(cls.model(image[None], training=False))[0]
+            key: keras.ops.convert_to_numpy(
+                cls.model(image[None], training=False)
+            )[0]
             for key, image in cls.inputs.items()
         }
 
@@ -118,9 +120,9 @@ class EfficientNetLite0ImageNetTest(TestCase):
         finally:
             keras.config.set_dtype_policy(previous)
         self.assertEqual(model.get_layer("top_conv").compute_dtype, "float16")
-        probs = np.asarray(
-            model(self.inputs["coffee_224"][None], training=False), "float32"
-        )[0]
+        probs = keras.ops.convert_to_numpy(
+            model(self.inputs["coffee_224"][None], training=False)
+        )[0].astype("float32")
         self.assertAllClose(probs.sum(), 1.0, atol=1e-2)
         self.assertEqual(int(np.argmax(probs)), ESPRESSO)
         expected = _softmax(np.load(REFERENCE)["coffee_224_logits"])
@@ -176,7 +178,9 @@ class EfficientNetLite0Test(TestCase):
         # Eager: tracing a train step of this 150-layer graph dominates the
         # run time otherwise; the point is only that training continues.
         loaded.run_eagerly = True
-        before = loaded.get_layer("predictions").kernel.numpy().copy()
+        before = keras.ops.convert_to_numpy(
+            loaded.get_layer("predictions").kernel
+        ).copy()
         loaded.fit(x, y, batch_size=4, epochs=1, verbose=0)
         self.assertNotAllClose(loaded.get_layer("predictions").kernel, before)
 
