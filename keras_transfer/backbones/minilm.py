@@ -104,7 +104,7 @@ def minilm(
     folder = minilm_path()
     import keras_hub
 
-    backbone = keras_hub.models.BertBackbone.from_preset(folder, load_weights=True)
+    backbone = keras_hub.models.BertBackbone.from_preset(folder)
     backbone.trainable = trainable
     return pooled_text_encoder(
         backbone, sequence_length, pooling=pooling, normalize=normalize,
@@ -116,7 +116,7 @@ def pooled_text_encoder(
     backbone, sequence_length=None, pooling="mean", normalize=False,
     name=None,
 ):
-    """Wraps a keras-hub text backbone into a `{token_ids, padding_mask}` encoder.
+    """Wraps a keras-hub text backbone as a pooled sentence encoder.
 
     Args:
         backbone: a keras-hub backbone whose inputs include `token_ids` and
