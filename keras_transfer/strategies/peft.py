@@ -5,6 +5,13 @@
 `keras.models.clone_model`) and on layers nested inside subclassed layers,
 such as the `EinsumDense` attention projections inside keras-hub's
 `TransformerEncoder` (swapped in place on their parent attribute).
+
+Saving: Sequential and Functional models with LoRA layers or adapters at top
+level round-trip through `model.save(".keras")`. A subclassed layer rebuilds
+its sublayers from its own config on load, so LoRA swapped *inside* it (the
+keras-hub case) does not survive a whole-model `.keras` save: save those
+with `save_peft_weights` (or `merge_lora` first) and load them onto the base
+model after the same `apply_lora` call.
 """
 
 import contextlib
