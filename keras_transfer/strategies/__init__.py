@@ -17,3 +17,4 @@ from keras_transfer.strategies.peft import load_peft_weights
 from keras_transfer.strategies.peft import merge_lora
 from keras_transfer.strategies.peft import save_peft_weights
 from keras_transfer.strategies.peft import trainable_summary
+from keras_transfer.strategies.layer_groups import layer_groups
