@@ -5,6 +5,8 @@ import re
 import keras
 import numpy as np
 
+from keras_transfer.callbacks._grouped_optimizer import trainable_capable
+
 # Block patterns of the models this package ships or supports, tried in order.
 # Each maps a layer name to the block it belongs to.
 _BLOCK_PATTERNS = (
@@ -38,9 +40,10 @@ def _is_functional(model):
 
 
 def _has_weights(layer):
-    """Weight-bearing: holds a weight that could train (BatchNormalization
-    counts through its `gamma`/`beta`, its moving statistics do not)."""
-    return any(v.trainable for v in layer.weights)
+    """Weight-bearing: holds a weight that could train, frozen or not
+    (BatchNormalization counts through its `gamma`/`beta`, its moving
+    statistics do not)."""
+    return bool(trainable_capable(layer))
 
 
 def _check_count(num_groups, available):
