@@ -1,0 +1,290 @@
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from keras_transfer import cli
+from keras_transfer import datasets
+from tests.testing import REPO_ROOT
+from tests.testing import TestCase
+
+
+def run_cli(*args):
+    """Runs `keras-transfer` in a fresh process; returns the CompletedProcess."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", HF_HUB_OFFLINE="1")
+    return subprocess.run(
+        [sys.executable, "-c", "import sys; from keras_transfer.cli import main; sys.exit(main())", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env=env,
+        timeout=900,
+    )
+
+
+def error_line(result):
+    """The `keras-transfer: error: ...` line of a failed run (and checks it is one)."""
+    lines = [l for l in result.stderr.splitlines() if l.startswith("keras-transfer: error:")]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def fashion_folder(root, classes=(0, 7), per_class=12):
+    """A folder of real Fashion-MNIST PNGs, one sub-folder per class."""
+    from PIL import Image
+
+    (x, y), _ = datasets.load_fashion_mnist(n_train=1000, n_test=10, seed=0)
+    for label in classes:
+        folder = os.path.join(root, datasets.FASHION_MNIST_CLASSES[label].replace("/", "_"))
+        os.makedirs(folder, exist_ok=True)
+        for i, image in enumerate(x[y == label][:per_class]):
+            Image.fromarray(image).save(os.path.join(folder, f"{i}.png"))
+    return root
+
+
+def reviews_csv(path, n=40, text_column="review", label_column="verdict"):
+    """A CSV of real Rotten Tomatoes reviews with string labels."""
+    (x, y), _ = datasets.load_rotten_tomatoes(n_train=n, n_test=10, seed=0)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow([text_column, label_column])
+        for text, label in zip(x, y):
+            writer.writerow([text, ("rotten", "fresh")[label]])
+    return path
+
+
+class BadInputTest(TestCase):
+    """Each bad input: exit status 2, one line naming option, value and what is allowed."""
+
+    def setUp(self):
+        super().setUp()
+        self.tmp = self.get_temp_dir()
+
+    def call(self, *args):
+        with pytest.raises(SystemExit) as info:
+            cli.build_parser().parse_args(list(args))
+        return info.value.code
+
+    def main(self, *args, capsys=None):
+        return cli.main(["fit", "--logdir", os.path.join(self.tmp, "logs"), *args])
+
+    @pytest.fixture(autouse=True)
+    def _capsys(self, capsys):
+        self.capsys = capsys
+
+    def stderr_line(self):
+        err = self.capsys.readouterr().err.strip().splitlines()
+        self.assertLen(err, 1)
+        return err[0]
+
+    def test_unknown_strategy(self):
+        self.assertEqual(self.main("--strategy", "magic"), 2)
+        line = self.stderr_line()
+        self.assertIn("--strategy 'magic'", line)
+        self.assertIn("feature_extraction", line)
+        self.assertIn("fine_tuning", line)
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "logs")))
+
+    def test_unknown_base_name(self):
+        self.assertEqual(self.main("--base", "resnet9000"), 2)
+        line = self.stderr_line()
+        self.assertIn("--base 'resnet9000'", line)
+        self.assertIn("minilm, efficientnet_lite0", line)
+
+    def test_base_file_that_is_not_keras(self):
+        path = os.path.join(self.tmp, "weights.h5")
+        open(path, "w").close()
+        self.assertEqual(self.main("--base", path), 2)
+        self.assertIn(".keras", self.stderr_line())
+
+    def test_missing_data_path(self):
+        path = os.path.join(self.tmp, "nowhere")
+        self.assertEqual(self.main("--data", path), 2)
+        line = self.stderr_line()
+        self.assertIn(f"--data {path!r}", line)
+        self.assertIn("rotten_tomatoes", line)
+
+    def test_csv_without_the_named_columns(self):
+        path = reviews_csv(os.path.join(self.tmp, "reviews.csv"), n=20)
+        self.assertEqual(self.main("--data", path), 2)  # columns: review, verdict
+        line = self.stderr_line()
+        self.assertIn(f"--data {path!r}", line)
+        self.assertIn("'text'", line)
+        self.assertIn("review", line)  # names the columns the file has
+
+    def test_folder_with_one_class(self):
+        folder = fashion_folder(os.path.join(self.tmp, "images"), classes=(3,), per_class=4)
+        self.assertEqual(self.main("--base", "efficientnet_lite0", "--data", folder), 2)
+        line = self.stderr_line()
+        self.assertIn(f"--data {folder!r}", line)
+        self.assertIn("two", line)
+
+    def test_image_that_cannot_be_decoded(self):
+        folder = fashion_folder(os.path.join(self.tmp, "images"), per_class=4)
+        broken = os.path.join(folder, sorted(os.listdir(folder))[0], "broken.png")
+        with open(broken, "wb") as f:
+            f.write(b"not a png")
+        self.assertEqual(self.main("--base", "efficientnet_lite0", "--data", folder), 2)
+        self.assertIn("broken.png", self.stderr_line())
+
+    def test_output_that_is_not_writable(self):
+        blocker = os.path.join(self.tmp, "a_file")
+        open(blocker, "w").close()
+        output = os.path.join(blocker, "model.keras")  # a file is not a folder
+        self.assertEqual(self.main("--output", output), 2)
+        line = self.stderr_line()
+        self.assertIn("--output", line)
+        self.assertIn("writable", line)
+
+    def test_output_without_keras_suffix(self):
+        self.assertEqual(self.main("--output", os.path.join(self.tmp, "model.h5")), 2)
+        self.assertIn(".keras", self.stderr_line())
+
+    def test_existing_output_is_kept(self):
+        output = os.path.join(self.tmp, "model.keras")
+        with open(output, "w") as f:
+            f.write("an earlier model")
+        self.assertEqual(self.main("--output", output), 2)
+        self.assertIn("--overwrite", self.stderr_line())
+        with open(output) as f:
+            self.assertEqual(f.read(), "an earlier model")
+
+    def test_logdir_that_is_a_file(self):
+        logdir = os.path.join(self.tmp, "logs")
+        open(logdir, "w").close()
+        self.assertEqual(cli.main(["fit", "--logdir", logdir]), 2)
+        self.assertIn(f"--logdir {logdir!r}", self.stderr_line())
+
+    def test_text_base_with_image_data(self):
+        self.assertEqual(
+            self.main("--data", "digits", "--n-train", "20", "--n-test", "20"), 2
+        )
+        line = self.stderr_line()
+        self.assertIn("--base 'minilm' takes text input", line)
+        self.assertIn("--data 'digits' is image data", line)
+
+    def test_more_examples_than_available(self):
+        self.assertEqual(self.main("--data", "digits", "--n-test", "5000"), 2)
+        line = self.stderr_line()
+        self.assertIn("--n-test 5000", line)
+        self.assertIn("1 to 359", line)
+
+    def test_argparse_errors_are_one_line(self):
+        for args, needle in (
+            (["fit", "--epochs", "0"], "--epochs"),
+            (["fit", "--epochs", "two"], "'two'"),
+            (["fit", "--learning-rate", "-1"], "--learning-rate"),
+            (["fit", "--bogus"], "--bogus"),
+            (["train"], "'train'"),
+        ):
+            self.assertEqual(self.call(*args), 2)
+            line = self.stderr_line()
+            self.assertIn(needle, line)
+
+    def test_bad_numbers(self):
+        self.assertEqual(self.main("--test-fraction", "1.5"), 2)
+        self.assertIn("--test-fraction 1.5", self.stderr_line())
+        self.assertEqual(self.main("--run-name", "a/b"), 2)
+        self.assertIn("--run-name 'a/b'", self.stderr_line())
+
+    def test_help_documents_every_option(self):
+        self.assertEqual(self.call("fit", "--help"), 0)
+        out = self.capsys.readouterr().out
+        for option in ("--base", "--data", "--strategy", "--epochs", "--logdir",
+                       "--output", "--run-name", "--seed", "--overwrite"):
+            self.assertIn(option, out)
+
+
+class SaveTest(TestCase):
+    def test_failed_save_keeps_the_earlier_file(self):
+        path = os.path.join(self.get_temp_dir(), "model.keras")
+        with open(path, "w") as f:
+            f.write("an earlier model")
+
+        class Crashing:
+            def save(self, filepath):
+                with open(filepath, "w") as f:
+                    f.write("half a model")
+                raise OSError("disk full")
+
+        with self.assertRaisesRegex(OSError, "disk full"):
+            cli._save_atomically(Crashing(), path)
+        with open(path) as f:
+            self.assertEqual(f.read(), "an earlier model")
+        self.assertEqual(os.listdir(os.path.dirname(path)), ["model.keras"])
+
+
+class FitTest(TestCase):
+    def fit(self, *args):
+        logdir = os.path.join(self.get_temp_dir(), "logs")
+        args = cli.build_parser().parse_args(
+            ["fit", "--logdir", logdir, "--run-name", "run", "--verbose", "0", *args]
+        )
+        results = cli.fit(args)
+        run_dir = os.path.join(logdir, "run")
+        with open(os.path.join(run_dir, "results.json")) as f:
+            self.assertEqual(json.load(f), results)
+        self.assertTrue(os.path.isdir(os.path.join(run_dir, "train")))
+        self.assertTrue(os.path.isdir(os.path.join(run_dir, "validation")))
+        return results, run_dir
+
+    def test_image_feature_extraction_on_digits(self):
+        results, run_dir = self.fit(
+            "--base", "efficientnet_lite0", "--data", "digits", "--image-size", "32",
+            "--n-train", "300", "--n-test", "200", "--epochs", "30",
+        )
+        # Frozen ImageNet features of 8x8 digits upscaled to 32x32: far above
+        # the 10% of chance (about 0.75 with seed 0), and only the head trains.
+        self.assertGreater(results["test_accuracy"], 0.6)
+        self.assertEqual(results["trainable_params"], 1280 * 10 + 10)
+        self.assertEqual(results["n_train"], 300)
+        self.assertEqual(results["n_test"], 200)
+        model = keras.models.load_model(results["model"])
+        (_, _), (x_test, y_test) = datasets.load_digits(seed=0)
+        x = cli._to_rgb(x_test[:200] * (255.0 / 16.0), 32)
+        accuracy = np.mean(np.argmax(model.predict(x, verbose=0), -1) == y_test[:200])
+        self.assertAllClose(accuracy, results["test_accuracy"], atol=1e-6)
+
+    def test_image_folder_fine_tuning(self):
+        folder = fashion_folder(os.path.join(self.get_temp_dir(), "images"), per_class=16)
+        results, _ = self.fit(
+            "--base", "efficientnet_lite0", "--data", folder, "--image-size", "32",
+            "--strategy", "fine_tuning", "--warmup-epochs", "1", "--epochs", "1",
+            "--test-fraction", "0.25",
+        )
+        self.assertEqual(results["classes"], ["Sneaker", "T-shirt_top"])
+        self.assertEqual((results["n_train"], results["n_test"]), (24, 8))
+        # The whole base trains, BatchNormalization excepted.
+        self.assertGreater(results["trainable_params"], 3_000_000)
+        self.assertLess(results["trainable_params"], results["total_params"])
+
+    def test_text_csv(self):
+        path = reviews_csv(os.path.join(self.get_temp_dir(), "reviews.csv"), n=60)
+        results, _ = self.fit(
+            "--data", path, "--text-column", "review", "--label-column", "verdict",
+            "--sequence-length", "32", "--epochs", "2",
+        )
+        self.assertEqual(results["classes"], ["fresh", "rotten"])
+        self.assertEqual((results["n_train"], results["n_test"]), (48, 12))
+        self.assertEqual(results["trainable_params"], 384 * 2 + 2)
+
+    @pytest.mark.large
+    def test_default_run(self):
+        # `keras-transfer fit` with its defaults, as the README runs it (only
+        # the log folder moved to a temporary one).
+        logdir = os.path.join(self.get_temp_dir(), "logs")
+        result = run_cli("fit", "--logdir", logdir, "--run-name", "default", "--verbose", "2")
+        self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+        with open(os.path.join(logdir, "default", "results.json")) as f:
+            results = json.load(f)
+        self.assertEqual((results["n_train"], results["n_test"]), (1000, 1000))
+        self.assertEqual(results["strategy"], "feature_extraction")
+        # Frozen MiniLM sentence embeddings + a softmax head on 1,000 reviews.
+        self.assertGreater(results["test_accuracy"], 0.70)
+        self.assertIn("held-out accuracy", result.stdout)
+        self.assertTrue(os.path.isfile(os.path.join(logdir, "default", "model.keras")))
