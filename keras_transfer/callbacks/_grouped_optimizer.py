@@ -78,11 +78,18 @@ class GroupedOptimizer(keras.optimizers.MultiOptimizer):
     """
 
     def __init__(
-        self, optimizer_map, learning_rates, loss_scale_factor=None, name=None
+        self,
+        optimizer_map,
+        learning_rates,
+        group_layers=None,
+        loss_scale_factor=None,
+        name=None,
     ):
         super().__init__(
             optimizer_map, loss_scale_factor=loss_scale_factor, name=name
         )
+        self.group_layers = group_layers
+        self.group_of = None
         self.learning_rates = [_deserialize_rate(r) for r in learning_rates]
         if len(self.learning_rates) != len(self.optimizers):
             raise ValueError(
@@ -92,9 +99,29 @@ class GroupedOptimizer(keras.optimizers.MultiOptimizer):
             )
         self.pending_state = None
 
-    @property
-    def group_keys(self):
-        return list(self._optimizer_map.keys())
+    def build(self, var_list):
+        if self.built:
+            return
+        if self.group_of is None:
+            # No callback has assigned the variables (a model just loaded):
+            # fall back on the map's variable-path regexes.
+            return super().build(var_list)
+        # Variable paths change when a model is saved and loaded, so the
+        # callbacks assign variables to groups by identity (`group_of`).
+        head = len(self.optimizers) - 1
+        self._var_to_optimizer_idx = {}
+        self._trainable_variables_indices = {}
+        per_optimizer = [[] for _ in self.optimizers]
+        for i, variable in enumerate(var_list):
+            key = self._var_key(variable)
+            index = self.group_of.get(key, head)
+            self._var_to_optimizer_idx[key] = index
+            self._trainable_variables_indices[key] = i
+            per_optimizer[index].append(variable)
+        for optimizer, variables in zip(self.optimizers, per_optimizer):
+            if variables:
+                optimizer.build(variables)
+        keras.optimizers.Optimizer.build(self, var_list)
 
     def current_rates(self):
         """The rate of each inner optimizer at the current global step."""
@@ -150,18 +177,29 @@ class GroupedOptimizer(keras.optimizers.MultiOptimizer):
             np.array(store[str(i)]) for i in range(len(store.keys()))
         ]
         warnings.warn(
-            f"The grouped optimizer '{self.name}' holds {len(self.variables)} "
-            f"variables, the saved one {len(store.keys())}: the model was "
-            "saved mid-way through `GradualUnfreezer`'s stages. Its state is "
-            "restored when `fit` runs with the `GradualUnfreezer` or "
-            "`DiscriminativeLR` callback again.",
+            f"Optimizer '{self.name}' was saved with {len(store.keys())} "
+            f"variables and is built on {len(self.variables)}: the model was "
+            "saved between `GradualUnfreezer` stages. The saved state is "
+            "restored when `fit` runs with `GradualUnfreezer` or "
+            "`DiscriminativeLR` again; without them, it starts afresh.",
             stacklevel=2,
         )
+
+    def __dir__(self):
+        # `model.save` walks `dir(optimizer)` for nested savables; the inner
+        # optimizers' variables are already in `self.variables`, and saved
+        # a second time they would be loaded (or fail to, with a warning)
+        # one by one on a model saved mid-schedule.
+        return [
+            a for a in super().__dir__()
+            if a not in ("optimizers", "_inner_optimizers")
+        ]
 
     def get_config(self):
         return {
             **super().get_config(),
             "learning_rates": [_serialize_rate(r) for r in self.learning_rates],
+            "group_layers": self.group_layers,
         }
 
 
@@ -304,13 +342,23 @@ def install(model, groups, learning_rates=None):
     wrapper, optimizer = _unwrap(model)
     paths = group_paths(model, groups)
     keys = [_paths_regex(p) for p in paths]
+    names = names_of(groups)
     candidates = trainable_candidates(model)
-    wanted = {optimizer._var_key(v) for v in candidates} if candidates else set()
+    wanted = {optimizer._var_key(v) for v in candidates}
+    group_of = {}
+    for i, group in enumerate(groups):
+        for layer in group:
+            for variable in trainable_capable(layer):
+                group_of[optimizer._var_key(variable)] = i
 
-    if isinstance(optimizer, GroupedOptimizer) and optimizer.group_keys == keys:
+    if (
+        isinstance(optimizer, GroupedOptimizer)
+        and optimizer.group_layers == names
+    ):
         grouped = optimizer
         if not (grouped.built and grouped.built_on() == wanted):
             fresh = GroupedOptimizer.from_config(grouped.get_config())
+            fresh.group_of = group_of
             fresh.build(candidates)
             pending = grouped.pending_state
             if pending is not None and len(pending) == len(fresh.variables):
@@ -337,9 +385,11 @@ def install(model, groups, learning_rates=None):
         grouped = GroupedOptimizer(
             optimizer_map,
             learning_rates=rates,
+            group_layers=names,
             loss_scale_factor=optimizer.loss_scale_factor,
             name=f"grouped_{template.name}",
         )
+        grouped.group_of = group_of
         grouped.build(candidates)
         _copy_state(optimizer, grouped)
 
@@ -353,6 +403,11 @@ def install(model, groups, learning_rates=None):
             wrapper.inner_optimizer = grouped
         else:
             model.optimizer = grouped
+        # `model.save` writes the optimizer from the compile arguments; keep
+        # them in step so that `load_model` rebuilds this optimizer.
+        compile_config = getattr(model, "_compile_config", None)
+        if compile_config is not None:
+            compile_config.config["optimizer"] = grouped
     model.make_train_function(force=True)
     return grouped
 
