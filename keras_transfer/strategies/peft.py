@@ -436,10 +436,35 @@ def trainable_summary(model, print_fn=print):
     return summary
 
 
-def _peft_variables(model):
-    """`{key: variable}` for every LoRA and adapter weight that trains."""
+def _structural_walk(layer, prefix=""):
+    """Yields `(key, child)` like `_walk`, keyed by position, not by name.
+
+    Keras makes auto-generated names unique per process (`bert_backbone`,
+    `bert_backbone_1`, ...), so a fresh copy of the same model usually has
+    other layer names; attribute names and positions do not change.
+    """
+    for position, (attr, index, child) in enumerate(_children(layer)):
+        if attr is None:
+            step = f"layers[{position}]"
+        else:
+            step = attr if index is None else f"{attr}[{index}]"
+        yield f"{prefix}{step}", child
+        if not isinstance(child, (LoRABase, Adapter)):
+            yield from _structural_walk(child, prefix=f"{prefix}{step}/")
+
+
+def _peft_variables(model, by_name=False):
+    """`{key: variable}` for every LoRA and adapter weight that trains.
+
+    Keys are structural paths (see `_structural_walk`); `by_name=True`
+    gives the layer-name paths of files written by earlier versions.
+    """
     found = {}
-    for path, _, _, _, layer in _walk(model):
+    if by_name:
+        walk = ((path, layer) for path, _, _, _, layer in _walk(model))
+    else:
+        walk = _structural_walk(model)
+    for path, layer in walk:
         if isinstance(layer, LoRABase):
             variables = [layer.lora_kernel_a, layer.lora_kernel_b]
             bias = getattr(layer.base_layer, "bias", None)
@@ -458,7 +483,10 @@ def save_peft_weights(model, filepath):
     """Saves only the LoRA and adapter weights of `model` to a `.npz` file.
 
     Load them onto a fresh copy of the base model after the same
-    `apply_lora` / `add_adapters` call with `load_peft_weights`.
+    `apply_lora` / `add_adapters` call with `load_peft_weights`. Weights
+    are keyed by their position in the model (attribute names and layer
+    indices), not by layer names, so the copy may have other auto-generated
+    names (`bert_backbone_1`, ...), e.g. when built in the same process.
     """
     variables = _peft_variables(model)
     if not variables:
@@ -485,6 +513,10 @@ def load_peft_weights(model, filepath):
     variables = _peft_variables(model)
     with np.load(filepath) as data:
         stored = dict(data.items())
+    if set(stored) != set(variables):
+        by_name = _peft_variables(model, by_name=True)
+        if set(stored) == set(by_name):
+            variables = by_name
     missing = sorted(set(variables) - set(stored))
     extra = sorted(set(stored) - set(variables))
     if missing or extra:

@@ -164,6 +164,27 @@ class ApplyLoRATest(TestCase):
         with self.assertRaisesRegex(ValueError, "do not fit"):
             load_peft_weights(other, path)
 
+    def test_peft_weights_onto_copy_with_other_layer_names(self):
+        # A functional wrapper around a backbone, as `backbones.minilm`
+        # builds: a second copy in the same process gets `bert_backbone_1`
+        # where the first has `bert_backbone`.
+        def wrapped():
+            backbone = _tiny_bert()
+            inputs = {k: keras.Input((8,), dtype="int32", name=k) for k in _bert_inputs()}
+            return keras.Model(inputs, backbone(inputs)["sequence_output"])
+
+        trained, _ = apply_lora(wrapped(), lora_rank=2, targets=QV)
+        _randomize(trained)
+        x = _bert_inputs()
+        path = os.path.join(self.get_temp_dir(), "wrapped_lora.npz")
+        save_peft_weights(trained, path)
+        fresh, _ = apply_lora(wrapped(), lora_rank=2, targets=QV)
+        self.assertNotEqual(
+            [l.name for l in fresh.layers], [l.name for l in trained.layers]
+        )
+        load_peft_weights(fresh, path)
+        self.assertAllClose(fresh(x), trained(x), atol=1e-6)
+
 
 class AddAdaptersTest(TestCase):
     def test_houlsby_and_pfeiffer_on_keras_hub(self):
