@@ -1,0 +1,238 @@
+"""Which transfer strategy to try first, from target size and domain similarity."""
+
+import dataclasses
+import math
+
+import numpy as np
+
+STRATEGIES = ("feature_extraction", "gradual_unfreezing", "fine_tuning", "from_scratch")
+
+
+@dataclasses.dataclass(frozen=True)
+class StrategyAdvice:
+    """What `recommend_strategy` returns.
+
+    Attributes:
+        strategy: one of `"feature_extraction"`, `"gradual_unfreezing"`,
+            `"fine_tuning"`, `"from_scratch"`.
+        reason: one or two sentences saying why.
+        n_target: the number of labelled target examples it was given.
+        similarity: the similarity in `[0, 1]` it used.
+        size: `"small"` or `"large"`.
+        similarity_level: `"high"` or `"low"`.
+        size_threshold: `n_target` at or above which the data counts as large.
+        similarity_threshold: similarity at or above which it counts as high.
+        alternatives: other strategies worth a try in the same cell.
+    """
+
+    strategy: str
+    reason: str
+    n_target: int
+    similarity: float
+    size: str
+    similarity_level: str
+    size_threshold: int
+    similarity_threshold: float
+    alternatives: tuple = ()
+
+
+def _similarity_from_report(report):
+    if "proxy_a_distance" not in report:
+        raise ValueError(
+            "`similarity` must be a float in [0, 1] or the dict returned by "
+            "`keras_transfer.strategies.domain_similarity` (with a "
+            "'proxy_a_distance' entry). "
+            f"Received: similarity with keys {sorted(report)}"
+        )
+    pad = report["proxy_a_distance"]
+    if isinstance(pad, bool) or not isinstance(pad, (int, float, np.floating)) or not math.isfinite(pad):
+        raise ValueError(
+            "`similarity['proxy_a_distance']` must be a finite number. "
+            f"Received: proxy_a_distance={pad!r}"
+        )
+    # PAD = 2 (1 - 2 err), so 1 - PAD / 2 = 2 err: 1 when the linear domain
+    # classifier is at chance (err = 0.5), 0 when it separates the domains.
+    # Cross-validation noise can push err slightly past 0.5 (PAD < 0); that
+    # still means "indistinguishable", hence the clip to [0, 1].
+    return float(min(1.0, max(0.0, 1.0 - float(pad) / 2.0)))
+
+
+def recommend_strategy(
+    n_target,
+    similarity,
+    n_classes=None,
+    size_threshold=None,
+    similarity_threshold=0.5,
+):
+    """Encodes the classic transfer-learning decision table.
+
+    | target data | similar to source      | dissimilar              |
+    |-------------|------------------------|-------------------------|
+    | small       | `feature_extraction`   | `gradual_unfreezing`    |
+    | large       | `fine_tuning`          | `from_scratch`          |
+
+    - small + similar: a linear/MLP head on frozen features. Fine-tuning
+      millions of weights on a few hundred labels overfits, and the frozen
+      features already suit the task (CS231n's first case).
+    - small + dissimilar: careful fine-tuning. The top layers are specific to
+      the source task (Yosinski et al., 2014) so features from the top alone
+      are weak, but there is too little data to retrain everything freely:
+      unfreeze gradually from the top with discriminative (lower for lower
+      layers) learning rates (`GradualUnfreezer`, `DiscriminativeLR`), or
+      LoRA/adapters (`apply_lora`), optionally with L2-SP. CS231n suggests a
+      classifier on earlier-layer features here; LoRA is listed as an
+      alternative.
+    - large + similar: fine-tune the whole network; with enough data it
+      beats fixed features (Kornblith et al., 2019, found fine-tuning better
+      than the best fixed features on all 12 of their datasets).
+    - large + dissimilar: train from scratch is affordable and the prior
+      helps little. Kornblith et al. (2019) saw ImageNet initialisation
+      give only small accuracy gains over random initialisation on the
+      fine-grained Stanford Cars and FGVC Aircraft sets at full size (it
+      mostly converged faster), so pretrained initialisation
+      (`fine_tuning`) stays a reasonable alternative.
+
+    Thresholds (rules of thumb, not laws; override them for your setting):
+
+    - Size: "large" when `n_target >= size_threshold`. The default is 1000
+      examples, or `max(1000, 100 * n_classes)` when `n_classes` is given.
+      This is our rule of thumb, not a number from the papers: below about
+      100 labels per class a head on frozen features is hard to beat and
+      full fine-tuning mostly overfits, while the papers' fine-tuning
+      results use hundreds to thousands of examples per class (Yosinski et
+      al., 2014, split ImageNet, ~600k images; the advantage of pretrained
+      over random initialisation shrinks as the data grows in Kornblith et
+      al., 2019).
+    - Similarity: "high" when `similarity >= similarity_threshold`
+      (default 0.5). From a `domain_similarity` report the similarity is
+      `1 - PAD / 2` (clipped to `[0, 1]`), i.e. twice the error of a linear
+      domain classifier: 1 when the domains cannot be told apart, 0 when
+      a linear rule separates them perfectly. 0.5 means the classifier still
+      errs on 25% of examples (PAD = 1), halfway between the two. On
+      pretrained features almost every pair of datasets is linearly
+      separable to some degree, so values near 1 are rare; what matters is
+      how a candidate source ranks against other sources on the same
+      target.
+
+    Args:
+        n_target: int > 0, number of labelled target training examples.
+        similarity: float in `[0, 1]` (1 = same domain), or the dict returned
+            by `keras_transfer.strategies.domain_similarity(source, target)`.
+        n_classes: optional int > 0, the number of target classes (scales
+            the default size threshold).
+        size_threshold: optional int > 0, overrides the size threshold.
+        similarity_threshold: float in `(0, 1)`.
+
+    Returns:
+        A `StrategyAdvice` with `strategy`, `reason` and the numbers used.
+
+    Example:
+
+    >>> import keras_transfer
+    >>> advice = keras_transfer.strategies.recommend_strategy(500, 0.8)
+    >>> advice.strategy
+    'feature_extraction'
+    >>> keras_transfer.strategies.recommend_strategy(50000, 0.1).strategy
+    'from_scratch'
+
+    Reference:
+        [Yosinski et al., 2014](https://arxiv.org/abs/1411.1792),
+        [Kornblith et al., 2019](https://arxiv.org/abs/1805.08974),
+        [CS231n, Transfer Learning](https://cs231n.github.io/transfer-learning/)
+    """
+    if (
+        isinstance(n_target, bool)
+        or not isinstance(n_target, (int, np.integer))
+        or n_target <= 0
+    ):
+        raise ValueError(
+            "`n_target` must be a positive integer (the number of labelled "
+            f"target examples). Received: n_target={n_target!r}"
+        )
+    for name, value in (("n_classes", n_classes), ("size_threshold", size_threshold)):
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, (int, np.integer))
+            or value <= 0
+        ):
+            raise ValueError(
+                f"`{name}` must be a positive integer or None. "
+                f"Received: {name}={value!r}"
+            )
+    if (
+        isinstance(similarity_threshold, bool)
+        or not isinstance(similarity_threshold, (int, float))
+        or not 0 < similarity_threshold < 1
+    ):
+        raise ValueError(
+            "`similarity_threshold` must be a number strictly between 0 and "
+            f"1. Received: similarity_threshold={similarity_threshold!r}"
+        )
+    if isinstance(similarity, dict):
+        value = _similarity_from_report(similarity)
+    elif isinstance(similarity, bool) or not isinstance(
+        similarity, (int, float, np.floating)
+    ):
+        raise ValueError(
+            "`similarity` must be a float in [0, 1] or the dict returned by "
+            "`keras_transfer.strategies.domain_similarity`. "
+            f"Received: similarity={similarity!r}"
+        )
+    else:
+        value = float(similarity)
+        if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+            raise ValueError(
+                "`similarity` must be in [0, 1] (1 = same domain). "
+                f"Received: similarity={similarity!r}"
+            )
+    if size_threshold is None:
+        size_threshold = 1000 if n_classes is None else max(1000, 100 * int(n_classes))
+    size_threshold = int(size_threshold)
+    large = int(n_target) >= size_threshold
+    high = value >= similarity_threshold
+    size = "large" if large else "small"
+    level = "high" if high else "low"
+    facts = (
+        f"{int(n_target)} target examples ({size}: threshold {size_threshold}) "
+        f"and similarity {value:.2f} ({level}: threshold {similarity_threshold:g})"
+    )
+    if not large and high:
+        strategy, alternatives = "feature_extraction", ("lora",)
+        why = (
+            "the pretrained features already fit the target and too few "
+            "labels to fine-tune millions of weights without overfitting: "
+            "train a head on frozen features."
+        )
+    elif not large:
+        strategy, alternatives = "gradual_unfreezing", ("lora", "l2sp")
+        why = (
+            "the top pretrained layers are specific to the source, but there "
+            "is too little data to retrain freely: unfreeze from the top "
+            "gradually with discriminative learning rates (or LoRA), "
+            "optionally with L2-SP against forgetting."
+        )
+    elif high:
+        strategy, alternatives = "fine_tuning", ("gradual_unfreezing",)
+        why = (
+            "enough data to adapt every layer and a close source: fine-tune "
+            "the whole network from the pretrained weights with a low "
+            "learning rate."
+        )
+    else:
+        strategy, alternatives = "from_scratch", ("fine_tuning",)
+        why = (
+            "enough data to learn the target's own features and a distant "
+            "source that helps little: train from scratch (pretrained "
+            "initialisation may still converge faster)."
+        )
+    return StrategyAdvice(
+        strategy=strategy,
+        reason=f"{facts}: {why}",
+        n_target=int(n_target),
+        similarity=value,
+        size=size,
+        similarity_level=level,
+        size_threshold=size_threshold,
+        similarity_threshold=float(similarity_threshold),
+        alternatives=alternatives,
+    )
