@@ -18,3 +18,6 @@ from keras_transfer.strategies.peft import merge_lora
 from keras_transfer.strategies.peft import save_peft_weights
 from keras_transfer.strategies.peft import trainable_summary
 from keras_transfer.strategies.layer_groups import layer_groups
+from keras_transfer.strategies.advice import StrategyAdvice
+from keras_transfer.strategies.advice import recommend_strategy
+from keras_transfer.strategies.selective_transfer import transfer_layers
