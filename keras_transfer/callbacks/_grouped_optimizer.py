@@ -22,10 +22,13 @@ Why a `MultiOptimizer` subclass:
   into the inner optimizer's learning-rate variable before each update. So
   per-group rates scale the actual update for any optimizer (Adam included,
   which ignores a rescaling of the gradients).
-- Loading a model saved mid-schedule builds the optimizer on the variables
-  trainable at that moment only, fewer than it held. Its saved state is then
-  kept aside (`pending_state`) and restored when a callback rebuilds it on
-  all variables (`install`).
+- Variable paths change when a model is saved and loaded, so the callbacks
+  assign variables to groups by identity (`group_of`), which a loaded
+  optimizer does not have yet: it stays unbuilt, keeps its saved state
+  aside (`pending_state`), and the callbacks rebuild it on all variables
+  and restore that state when `fit` runs with them again (`install`).
+  `load_model` also builds it on the variables trainable when the model was
+  saved, fewer than it held mid-schedule, so this is needed either way.
 """
 
 import re
@@ -103,9 +106,10 @@ class GroupedOptimizer(keras.optimizers.MultiOptimizer):
         if self.built:
             return
         if self.group_of is None:
-            # No callback has assigned the variables (a model just loaded):
-            # fall back on the map's variable-path regexes.
-            return super().build(var_list)
+            # A model just loaded: variable paths are not those the map was
+            # made with, so only the callbacks can assign the variables.
+            # Stay unbuilt; `load_own_variables` keeps the saved state.
+            return
         # Variable paths change when a model is saved and loaded, so the
         # callbacks assign variables to groups by identity (`group_of`).
         head = len(self.optimizers) - 1
@@ -136,6 +140,14 @@ class GroupedOptimizer(keras.optimizers.MultiOptimizer):
             return
         if trainable_variables is None:
             trainable_variables = self._trainable_variables
+        if not self.built and self.group_of is None:
+            raise ValueError(
+                f"Optimizer '{self.name}' was loaded with a model trained with "
+                "`GradualUnfreezer`/`DiscriminativeLR`: pass the same "
+                "callback(s) to `fit` to continue training (they restore its "
+                "state and its groups), or `compile` the model again with a "
+                "fresh optimizer. Received: callbacks without them"
+            )
         if not self.built:
             self.build(list(trainable_variables))
         per_optimizer = [[] for _ in self.optimizers]
@@ -177,11 +189,10 @@ class GroupedOptimizer(keras.optimizers.MultiOptimizer):
             np.array(store[str(i)]) for i in range(len(store.keys()))
         ]
         warnings.warn(
-            f"Optimizer '{self.name}' was saved with {len(store.keys())} "
-            f"variables and is built on {len(self.variables)}: the model was "
-            "saved between `GradualUnfreezer` stages. The saved state is "
-            "restored when `fit` runs with `GradualUnfreezer` or "
-            "`DiscriminativeLR` again; without them, it starts afresh.",
+            f"Optimizer '{self.name}' holds its {len(store.keys())} saved "
+            "variables aside until `fit` runs with `GradualUnfreezer` or "
+            "`DiscriminativeLR` again, which rebuilds it on the model's "
+            "variables and restores them.",
             stacklevel=2,
         )
 
