@@ -336,3 +336,7 @@ class GradualUnfreezer(keras.callbacks.Callback):
             "train_batchnorm": self.train_batchnorm,
             "log_dir": self.log_dir,
         }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)

@@ -1,0 +1,324 @@
+import os
+
+import keras
+import numpy as np
+from absl.testing import parameterized
+
+from keras_transfer.callbacks import DiscriminativeLR
+from keras_transfer.callbacks import GradualUnfreezer
+from tests.callbacks.tiny import EpochSnapshots
+from tests.callbacks.tiny import read_events
+from tests.callbacks.tiny import snapshot
+from tests.callbacks.tiny import tiny_data
+from tests.callbacks.tiny import tiny_groups
+from tests.callbacks.tiny import tiny_model
+from tests.testing import TestCase
+
+GROUP_PATHS = [
+    ["base/d0/kernel", "base/d0/bias"],
+    ["base/d1/kernel", "base/d1/bias"],
+    ["base/d2/kernel", "base/d2/bias"],
+]
+BN_PATHS = ["base/bn/gamma", "base/bn/beta", "base/bn/moving_mean", "base/bn/moving_variance"]
+HEAD_PATHS = ["head/kernel", "head/bias"]
+
+
+def _fit(model, callbacks, epochs, initial_epoch=0, batch_size=16):
+    x, y = tiny_data()
+    return model.fit(
+        x,
+        y,
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        batch_size=batch_size,
+        shuffle=False,
+        verbose=0,
+        callbacks=callbacks,
+    )
+
+
+def _slots(optimizer, name):
+    """Slots of variable `name` ('d2_kernel'), keyed by slot ('momentum').
+
+    (Slot names carry the variable path, which a loaded model changes.)"""
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    return {
+        v.name.split(name + "_")[-1]: keras.ops.convert_to_numpy(v).copy()
+        for opt in inner.optimizers
+        for v in opt.variables
+        if name + "_" in v.name
+    }
+
+
+class _OptimizerAtEpochBegin(keras.callbacks.Callback):
+    """Optimizer slots right after the stage change of each epoch (this
+    callback runs after `GradualUnfreezer.on_epoch_begin`)."""
+
+    def __init__(self):
+        super().__init__()
+        self.at_begin, self.at_end = [], []
+
+    def _read(self):
+        inner = getattr(self.model.optimizer, "inner_optimizer", self.model.optimizer)
+        return {
+            opt.name: (
+                int(keras.ops.convert_to_numpy(opt.iterations)),
+                {v.name: keras.ops.convert_to_numpy(v).copy() for v in opt.variables},
+            )
+            for opt in inner.optimizers
+        }
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.at_begin.append(self._read())
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.at_end.append(self._read())
+
+
+class GradualUnfreezerTest(TestCase, parameterized.TestCase):
+    def test_stages_unfreeze_top_group_first_frozen_bit_identical(self):
+        model, base = tiny_model()
+        initial = snapshot(model)
+        record = EpochSnapshots()
+        history = _fit(model, [GradualUnfreezer(tiny_groups(base)), record], epochs=4)
+        self.assertEqual(history.history["unfreeze_stage"], [0, 1, 2, 3])
+        # head 8*... : head 4*3+3=15, +d2 8*4+4=36, +d1 8*8+8=72, +d0 6*8+8=56
+        self.assertEqual(history.history["trainable_params"], [15, 51, 123, 179])
+        for epoch, weights in enumerate(record.weights):
+            for path in HEAD_PATHS:
+                self.assertFalse(np.array_equal(weights[path], initial[path]))
+            for i, paths in enumerate(GROUP_PATHS):
+                unfrozen = i >= 3 - epoch
+                for path in paths:
+                    self.assertEqual(
+                        not np.array_equal(weights[path], initial[path]),
+                        unfrozen,
+                        f"{path} after epoch {epoch}",
+                    )
+            # BatchNormalization stays frozen and in inference mode.
+            for path in BN_PATHS:
+                self.assertTrue(np.array_equal(weights[path], initial[path]), path)
+
+    def test_moments_kept_and_unfrozen_group_starts_fresh(self):
+        model, base = tiny_model(learning_rate=1e-2)
+        probe = _OptimizerAtEpochBegin()
+        record = EpochSnapshots()
+        _fit(model, [GradualUnfreezer(tiny_groups(base)), probe, record], epochs=2)
+        head_end_0 = probe.at_end[0]["adam_head"]
+        head_begin_1 = probe.at_begin[1]["adam_head"]
+        # The stage change keeps the head's Adam state exactly.
+        self.assertEqual(head_end_0[0], 1)
+        self.assertEqual(head_begin_1[0], 1)
+        for name, value in head_end_0[1].items():
+            self.assertTrue(np.array_equal(value, head_begin_1[1][name]), name)
+        self.assertGreater(np.abs(head_begin_1[1]["head_kernel_momentum"]).sum(), 0)
+        # ... and keeps updating it in stage 1.
+        self.assertEqual(probe.at_end[1]["adam_head"][0], 2)
+        # The newly unfrozen top group starts with zero moments and step 0.
+        top_begin = probe.at_begin[1]["adam_group_2"]
+        self.assertEqual(top_begin[0], 0)
+        self.assertTrue(all(not v.any() for n, v in top_begin[1].items() if "mentum" in n or "velocity" in n))
+        # Its first update is a first Adam step (bias correction from step 1):
+        # lr * g / (|g| + eps / sqrt(1 - beta_2)), i.e. lr in size.
+        delta = record.weights[1]["base/d2/kernel"] - record.weights[0]["base/d2/kernel"]
+        self.assertAllClose(np.median(np.abs(delta)), 1e-2, rtol=1e-3)
+        self.assertLessEqual(np.abs(delta).max(), 1e-2 * (1 + 1e-6))
+
+    def test_schedule_list_and_lowest_group_left_frozen(self):
+        model, base = tiny_model()
+        initial = snapshot(model)
+        history = _fit(
+            model, [GradualUnfreezer(tiny_groups(base), schedule=[1, 3])], epochs=5
+        )
+        self.assertEqual(history.history["unfreeze_stage"], [0, 1, 1, 2, 2])
+        final = snapshot(model)
+        for path in GROUP_PATHS[0]:
+            self.assertTrue(np.array_equal(final[path], initial[path]))
+        for path in GROUP_PATHS[1] + GROUP_PATHS[2]:
+            self.assertFalse(np.array_equal(final[path], initial[path]))
+
+    def test_epochs_per_stage(self):
+        model, base = tiny_model()
+        cb = GradualUnfreezer(tiny_groups(base), epochs_per_stage=2)
+        self.assertEqual([cb.stage_at(e) for e in range(9)], [0, 0, 1, 1, 2, 2, 3, 3, 3])
+        history = _fit(model, [cb], epochs=3)
+        self.assertEqual(history.history["unfreeze_stage"], [0, 0, 1])
+
+    def test_train_batchnorm(self):
+        model, base = tiny_model()
+        initial = snapshot(model)
+        _fit(model, [GradualUnfreezer(tiny_groups(base), train_batchnorm=True)], epochs=3)
+        middle = snapshot(model)
+        for path in BN_PATHS:  # group 0 not reached yet
+            self.assertTrue(np.array_equal(middle[path], initial[path]))
+        _fit(
+            model,
+            [GradualUnfreezer(tiny_groups(base), train_batchnorm=True)],
+            epochs=4,
+            initial_epoch=3,
+        )
+        final = snapshot(model)
+        for path in BN_PATHS:  # trained, and batch statistics used
+            self.assertFalse(np.array_equal(final[path], initial[path]), path)
+
+    def test_backup_and_restore_resumes_like_uninterrupted_run(self):
+        callbacks = lambda base: [  # noqa: E731
+            GradualUnfreezer(tiny_groups(base)),
+            DiscriminativeLR(tiny_groups(base), factor=0.5),
+        ]
+        model, base = tiny_model()
+        _fit(model, callbacks(base), epochs=4, batch_size=8)
+        expected = snapshot(model)
+
+        class Interrupt(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                if epoch == 2:
+                    raise RuntimeError("interrupted")
+
+        backup = os.path.join(self.get_temp_dir(), "backup")
+        model, base = tiny_model()
+        with self.assertRaisesRegex(RuntimeError, "interrupted"):
+            _fit(
+                model,
+                callbacks(base) + [keras.callbacks.BackupAndRestore(backup), Interrupt()],
+                epochs=4,
+                batch_size=8,
+            )
+        model, base = tiny_model()
+        # BackupAndRestore first: restoring works in any order.
+        history = _fit(
+            model,
+            [keras.callbacks.BackupAndRestore(backup)] + callbacks(base),
+            epochs=4,
+            batch_size=8,
+        )
+        self.assertEqual(history.epoch, [2, 3])
+        self.assertEqual(history.history["unfreeze_stage"], [2, 3])
+        resumed = snapshot(model)
+        for path, value in expected.items():
+            self.assertAllClose(resumed[path], value, atol=1e-6, msg=path)
+
+    def test_save_load_mid_schedule_and_continue(self):
+        model, base = tiny_model()
+        _fit(model, [GradualUnfreezer(tiny_groups(base))], epochs=2)
+        moments = _slots(model.optimizer, "d2_kernel")
+        self.assertEqual(sorted(moments), ["momentum", "velocity"])
+        self.assertGreater(np.abs(moments["momentum"]).sum(), 0)
+        path = os.path.join(self.get_temp_dir(), "mid.keras")
+        model.save(path)
+        reference_model, reference_base = tiny_model()
+        _fit(reference_model, [GradualUnfreezer(tiny_groups(reference_base))], epochs=4)
+
+        with self.assertWarnsRegex(UserWarning, "saved variables aside"):
+            loaded = keras.models.load_model(path)
+        unfreezer = GradualUnfreezer(tiny_groups(loaded.get_layer("base")))
+        unfreezer.set_model(loaded)
+        self.assertEqual(_slots(loaded.optimizer, "d2_kernel").keys(), moments.keys())
+        for name, value in _slots(loaded.optimizer, "d2_kernel").items():
+            self.assertTrue(np.array_equal(value, moments[name]), name)
+        history = _fit(loaded, [unfreezer], epochs=4, initial_epoch=2)
+        self.assertEqual(history.history["unfreeze_stage"], [2, 3])
+        # (A loaded model's variable paths differ; its weights' order does not.)
+        for variable, expected in zip(loaded.weights, reference_model.weights):
+            self.assertAllClose(variable, expected, atol=1e-6, msg=variable.path)
+
+    def test_mixed_precision(self):
+        previous = keras.config.dtype_policy()
+        keras.config.set_dtype_policy("mixed_float16")
+        try:
+            model, base = tiny_model()
+            self.assertIsInstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+            history = _fit(
+                model,
+                [GradualUnfreezer(tiny_groups(base)), DiscriminativeLR(tiny_groups(base))],
+                epochs=4,
+            )
+        finally:
+            keras.config.set_dtype_policy(previous)
+        self.assertTrue(np.isfinite(history.history["loss"]).all())
+        self.assertEqual(history.history["unfreeze_stage"], [0, 1, 2, 3])
+        self.assertIsInstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+        path = os.path.join(self.get_temp_dir(), "mixed.keras")
+        model.save(path)
+        loaded = keras.models.load_model(path)
+        history = _fit(
+            loaded,
+            [GradualUnfreezer(tiny_groups(loaded.get_layer("base")))],
+            epochs=5,
+            initial_epoch=4,
+        )
+        self.assertTrue(np.isfinite(history.history["loss"]).all())
+
+    def test_tensorboard_scalars_and_text(self):
+        log_dir = os.path.join(self.get_temp_dir(), "tb")
+        model, base = tiny_model()
+        _fit(
+            model,
+            [
+                GradualUnfreezer(tiny_groups(base), log_dir=log_dir),
+                keras.callbacks.TensorBoard(log_dir),
+            ],
+            epochs=3,
+        )
+        events = read_events(log_dir)
+        self.assertEqual(events["unfreezing/stage"], [(0, 0.0), (1, 1.0), (2, 2.0)])
+        self.assertEqual(
+            events["unfreezing/trainable_params"], [(0, 15.0), (1, 51.0), (2, 123.0)]
+        )
+        texts = events["unfreezing/stage_change"]
+        self.assertEqual([step for step, _ in texts], [0, 1, 2])
+        self.assertIn("unfroze groups [['d2']]", texts[1][1])
+        # Keras's own TensorBoard picks the logs up too.
+        self.assertEqual([v for _, v in events["epoch_unfreeze_stage"]], [0.0, 1.0, 2.0])
+
+    def test_config_round_trip_with_layer_names(self):
+        model, base = tiny_model()
+        unfreezer = GradualUnfreezer([["d0", "bn"], ["d1"], ["d2"]], schedule=[1, 2])
+        config = unfreezer.get_config()
+        self.assertEqual(config["groups"], [["d0", "bn"], ["d1"], ["d2"]])
+        restored = GradualUnfreezer.from_config(config)
+        self.assertEqual(restored.get_config(), config)
+        history = _fit(model, [restored], epochs=3)
+        self.assertEqual(history.history["unfreeze_stage"], [0, 1, 2])
+
+    @parameterized.named_parameters(
+        ("empty_groups", {"groups": []}, "non-empty list of lists"),
+        ("empty_group", {"groups": [["d0"], []]}, r"groups\[1\]=\[\]"),
+        ("overlap", {"groups": [["d0", "d1"], ["d1"]]}, "must not overlap"),
+        ("not_layers", {"groups": [[3]]}, "neither a Keras layer"),
+        ("zero_epochs", {"epochs_per_stage": 0}, "epochs_per_stage=0"),
+        ("long_schedule", {"schedule": [1, 2, 3, 4]}, "only 3 groups"),
+        ("unsorted_schedule", {"schedule": [2, 1]}, "strictly increasing"),
+        ("negative_schedule", {"schedule": [-1]}, "schedule=-1"),
+        ("int_schedule", {"schedule": 2}, "schedule=2"),
+        ("batchnorm_flag", {"train_batchnorm": "yes"}, "train_batchnorm='yes'"),
+        ("log_dir", {"log_dir": 3}, "log_dir=3"),
+        ("head", {"head": ["d0"]}, "head="),
+    )
+    def test_invalid_arguments_raise(self, kwargs, message):
+        kwargs = {"groups": [["d0", "bn"], ["d1"], ["d2"]], **kwargs}
+        with self.assertRaisesRegex(ValueError, message):
+            GradualUnfreezer(**kwargs)
+
+    def test_invalid_setups_raise_in_fit(self):
+        model, base = tiny_model()
+        other, other_base = tiny_model()
+        with self.assertRaisesRegex(ValueError, "not part of model"):
+            _fit(model, [GradualUnfreezer(tiny_groups(other_base))], epochs=1)
+        with self.assertRaisesRegex(ValueError, "which model 'model' has 0 times"):
+            _fit(model, [GradualUnfreezer([["conv"]])], epochs=1)
+        with self.assertRaisesRegex(ValueError, "nothing to unfreeze.*train_batchnorm=True"):
+            _fit(model, [GradualUnfreezer([["bn"], ["d1"]])], epochs=1)
+        multi = keras.optimizers.MultiOptimizer(
+            keras.optimizers.OptimizerMap(keras.optimizers.Adam())
+        )
+        model, base = tiny_model(optimizer=multi)
+        with self.assertRaisesRegex(ValueError, "cannot drive this one"):
+            _fit(model, [GradualUnfreezer(tiny_groups(base))], epochs=1)
+        model, base = tiny_model()
+        model.get_layer("head").trainable = False
+        with self.assertRaisesRegex(ValueError, "no head to train in stage 0"):
+            _fit(model, [GradualUnfreezer(tiny_groups(base))], epochs=1)
+        # Starting at stage 1 needs no head.
+        history = _fit(model, [GradualUnfreezer(tiny_groups(base), schedule=[0])], epochs=1)
+        self.assertEqual(history.history["unfreeze_stage"], [1])

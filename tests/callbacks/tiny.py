@@ -1,0 +1,82 @@
+"""Tiny models for the fine-tuning callback tests."""
+
+import keras
+import numpy as np
+
+from keras_transfer.strategies import layer_groups
+
+
+def tiny_model(seed=0, learning_rate=1e-2, optimizer=None, frozen=True):
+    """`base` (Dense d0 -> BatchNorm bn -> Dense d1 -> Dense d2) + Dense head.
+
+    Returns `(model, base)`, compiled, base frozen (the usual start)."""
+    keras.utils.set_random_seed(seed)
+    base = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(8, activation="relu", name="d0"),
+            keras.layers.BatchNormalization(name="bn"),
+            keras.layers.Dense(8, activation="relu", name="d1"),
+            keras.layers.Dense(4, name="d2"),
+        ],
+        name="base",
+    )
+    bn = base.get_layer("bn")
+    bn.moving_mean.assign(np.linspace(-0.5, 0.5, 8).astype("float32"))
+    bn.moving_variance.assign(np.linspace(0.5, 2.0, 8).astype("float32"))
+    inputs = keras.Input((6,))
+    outputs = keras.layers.Dense(3, activation="softmax", name="head")(base(inputs))
+    model = keras.Model(inputs, outputs, name="model")
+    base.trainable = not frozen
+    model.compile(
+        optimizer or keras.optimizers.Adam(learning_rate),
+        "sparse_categorical_crossentropy",
+    )
+    return model, base
+
+
+def tiny_groups(base):
+    """[[d0, bn], [d1], [d2]]: input -> output."""
+    return layer_groups(base, names=[["d0", "bn"], ["d1"], ["d2"]])
+
+
+def tiny_data(n=16, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 6)).astype("float32")
+    y = rng.integers(0, 3, n)
+    return x, y
+
+
+def snapshot(model):
+    return {v.path: keras.ops.convert_to_numpy(v).copy() for v in model.weights}
+
+
+class EpochSnapshots(keras.callbacks.Callback):
+    """Weights at every epoch end, and (optionally) optimizer variables."""
+
+    def __init__(self):
+        super().__init__()
+        self.weights = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.weights.append(snapshot(self.model))
+
+
+def read_events(log_dir):
+    """`{tag: [(step, value), ...]}` of the scalars and texts in `log_dir/train`."""
+    import os
+
+    import tensorflow as tf
+
+    values = {}
+    folder = os.path.join(log_dir, "train")
+    for name in sorted(os.listdir(folder)):
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(folder, name)):
+            for value in event.summary.value:
+                tensor = tf.make_ndarray(value.tensor)
+                if tensor.dtype == object:
+                    tensor = tensor.item().decode()
+                else:
+                    tensor = float(tensor)
+                values.setdefault(value.tag, []).append((event.step, tensor))
+    return values
