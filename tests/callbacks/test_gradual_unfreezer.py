@@ -100,7 +100,7 @@ class GradualUnfreezerTest(TestCase, parameterized.TestCase):
                 self.assertTrue(np.array_equal(weights[path], initial[path]), path)
 
     def test_moments_kept_and_unfrozen_group_starts_fresh(self):
-        model, base = tiny_model(learning_rate=1e-2)
+        model, base = tiny_model(learning_rate=1e-2, eager=True)
         probe = _OptimizerAtEpochBegin()
         record = EpochSnapshots()
         _fit(model, [GradualUnfreezer(tiny_groups(base)), probe, record], epochs=2)
@@ -125,7 +125,7 @@ class GradualUnfreezerTest(TestCase, parameterized.TestCase):
         self.assertLessEqual(np.abs(delta).max(), 1e-2 * (1 + 1e-6))
 
     def test_schedule_list_and_lowest_group_left_frozen(self):
-        model, base = tiny_model()
+        model, base = tiny_model(eager=True)
         initial = snapshot(model)
         history = _fit(
             model, [GradualUnfreezer(tiny_groups(base), schedule=[1, 3])], epochs=5
@@ -138,14 +138,14 @@ class GradualUnfreezerTest(TestCase, parameterized.TestCase):
             self.assertFalse(np.array_equal(final[path], initial[path]))
 
     def test_epochs_per_stage(self):
-        model, base = tiny_model()
+        model, base = tiny_model(eager=True)
         cb = GradualUnfreezer(tiny_groups(base), epochs_per_stage=2)
         self.assertEqual([cb.stage_at(e) for e in range(9)], [0, 0, 1, 1, 2, 2, 3, 3, 3])
         history = _fit(model, [cb], epochs=3)
         self.assertEqual(history.history["unfreeze_stage"], [0, 0, 1])
 
     def test_train_batchnorm(self):
-        model, base = tiny_model()
+        model, base = tiny_model(eager=True)
         initial = snapshot(model)
         _fit(model, [GradualUnfreezer(tiny_groups(base), train_batchnorm=True)], epochs=3)
         middle = snapshot(model)
@@ -199,14 +199,14 @@ class GradualUnfreezerTest(TestCase, parameterized.TestCase):
             self.assertAllClose(resumed[path], value, atol=1e-6, msg=path)
 
     def test_save_load_mid_schedule_and_continue(self):
-        model, base = tiny_model()
+        model, base = tiny_model(eager=True)
         _fit(model, [GradualUnfreezer(tiny_groups(base))], epochs=2)
         moments = _slots(model.optimizer, "d2_kernel")
         self.assertEqual(sorted(moments), ["momentum", "velocity"])
         self.assertGreater(np.abs(moments["momentum"]).sum(), 0)
         path = os.path.join(self.get_temp_dir(), "mid.keras")
         model.save(path)
-        reference_model, reference_base = tiny_model()
+        reference_model, reference_base = tiny_model(eager=True)
         _fit(reference_model, [GradualUnfreezer(tiny_groups(reference_base))], epochs=4)
 
         with self.assertWarnsRegex(UserWarning, "saved variables aside"):
@@ -226,7 +226,7 @@ class GradualUnfreezerTest(TestCase, parameterized.TestCase):
         previous = keras.config.dtype_policy()
         keras.config.set_dtype_policy("mixed_float16")
         try:
-            model, base = tiny_model()
+            model, base = tiny_model(eager=True)
             self.assertIsInstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
             history = _fit(
                 model,
@@ -251,7 +251,7 @@ class GradualUnfreezerTest(TestCase, parameterized.TestCase):
 
     def test_tensorboard_scalars_and_text(self):
         log_dir = os.path.join(self.get_temp_dir(), "tb")
-        model, base = tiny_model()
+        model, base = tiny_model(eager=True)
         _fit(
             model,
             [
@@ -272,7 +272,7 @@ class GradualUnfreezerTest(TestCase, parameterized.TestCase):
         self.assertEqual([v for _, v in events["epoch_unfreeze_stage"]], [0.0, 1.0, 2.0])
 
     def test_config_round_trip_with_layer_names(self):
-        model, base = tiny_model()
+        model, base = tiny_model(eager=True)
         unfreezer = GradualUnfreezer([["d0", "bn"], ["d1"], ["d2"]], schedule=[1, 2])
         config = unfreezer.get_config()
         self.assertEqual(config["groups"], [["d0", "bn"], ["d1"], ["d2"]])
@@ -301,8 +301,8 @@ class GradualUnfreezerTest(TestCase, parameterized.TestCase):
             GradualUnfreezer(**kwargs)
 
     def test_invalid_setups_raise_in_fit(self):
-        model, base = tiny_model()
-        other, other_base = tiny_model()
+        model, base = tiny_model(eager=True)
+        other, other_base = tiny_model(eager=True)
         with self.assertRaisesRegex(ValueError, "not part of model"):
             _fit(model, [GradualUnfreezer(tiny_groups(other_base))], epochs=1)
         with self.assertRaisesRegex(ValueError, "which model 'model' has 0 times"):
@@ -312,10 +312,10 @@ class GradualUnfreezerTest(TestCase, parameterized.TestCase):
         multi = keras.optimizers.MultiOptimizer(
             keras.optimizers.OptimizerMap(keras.optimizers.Adam())
         )
-        model, base = tiny_model(optimizer=multi)
+        model, base = tiny_model(optimizer=multi, eager=True)
         with self.assertRaisesRegex(ValueError, "cannot drive this one"):
             _fit(model, [GradualUnfreezer(tiny_groups(base))], epochs=1)
-        model, base = tiny_model()
+        model, base = tiny_model(eager=True)
         model.get_layer("head").trainable = False
         with self.assertRaisesRegex(ValueError, "no head to train in stage 0"):
             _fit(model, [GradualUnfreezer(tiny_groups(base))], epochs=1)

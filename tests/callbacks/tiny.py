@@ -6,10 +6,12 @@ import numpy as np
 from keras_transfer.strategies import layer_groups
 
 
-def tiny_model(seed=0, learning_rate=1e-2, optimizer=None, frozen=True):
+def tiny_model(seed=0, learning_rate=1e-2, optimizer=None, frozen=True, eager=False):
     """`base` (Dense d0 -> BatchNorm bn -> Dense d1 -> Dense d2) + Dense head.
 
-    Returns `(model, base)`, compiled, base frozen (the usual start)."""
+    Returns `(model, base)`, compiled, base frozen (the usual start).
+    `eager=True` skips tracing (seconds per model on a loaded CPU) where
+    graph-mode retracing is not what a test checks."""
     keras.utils.set_random_seed(seed)
     base = keras.Sequential(
         [
@@ -31,6 +33,9 @@ def tiny_model(seed=0, learning_rate=1e-2, optimizer=None, frozen=True):
     model.compile(
         optimizer or keras.optimizers.Adam(learning_rate),
         "sparse_categorical_crossentropy",
+        # XLA compilation costs far more than these tiny steps.
+        jit_compile=False,
+        run_eagerly=eager,
     )
     return model, base
 
