@@ -77,6 +77,8 @@ class GroupedOptimizer(keras.optimizers.MultiOptimizer):
             optimizer updates the head.
         learning_rates: one float or `LearningRateSchedule` per inner
             optimizer, in `optimizers` order.
+        group_layers: the layer names of each group (input -> output), to
+            recognise the groups after `load_model`.
         loss_scale_factor, name: as in `MultiOptimizer`.
     """
 
@@ -155,12 +157,11 @@ class GroupedOptimizer(keras.optimizers.MultiOptimizer):
             index = self._var_to_optimizer_idx.get(self._var_key(variable))
             if index is None:
                 raise ValueError(
-                    f"Variable '{variable.path}' was not trainable when the "
-                    "grouped optimizer of `GradualUnfreezer`/`DiscriminativeLR`"
-                    " was built. Make every variable that should train "
-                    "`trainable` in the model, not only in one layer, before "
-                    "`fit`. Received: variable="
-                    f"{variable.path!r}"
+                    f"Variable '{variable.path}' is not one the grouped "
+                    "optimizer of `GradualUnfreezer`/`DiscriminativeLR` was "
+                    "built on: was a layer added to the model after `fit` "
+                    "started? Pass the callbacks to a `fit` of the final "
+                    f"model. Received: variable={variable.path!r}"
                 )
             per_optimizer[index].append((grad, variable))
         step = self.iterations
@@ -179,6 +180,14 @@ class GroupedOptimizer(keras.optimizers.MultiOptimizer):
     def built_on(self):
         """Keys of the variables this optimizer was built on."""
         return set(getattr(self, "_var_to_optimizer_idx", {}))
+
+    def save_own_variables(self, store):
+        if not self.built and self.pending_state is not None:
+            # Loaded and saved again before any `fit`: keep the state.
+            for i, value in enumerate(self.pending_state):
+                store[str(i)] = value
+            return
+        return super().save_own_variables(store)
 
     def load_own_variables(self, store):
         if len(store.keys()) == len(self.variables):

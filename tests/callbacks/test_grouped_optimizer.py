@@ -72,3 +72,19 @@ class GroupedOptimizerTest(TestCase):
         after = [keras.ops.convert_to_numpy(v) for v in head]
         self.assertAllClose(after[0], before[0] - 1e-2, atol=1e-6)
         self.assertEqual(int(keras.ops.convert_to_numpy(optimizer.iterations)), 1)
+
+    def test_state_survives_load_save_load_without_fit(self):
+        model, base = tiny_model(eager=True)
+        x, y = tiny_data()
+        model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[GradualUnfreezer(tiny_groups(base))])
+        expected = [keras.ops.convert_to_numpy(v) for v in model.optimizer.variables]
+        first = os.path.join(self.get_temp_dir(), "first.keras")
+        second = os.path.join(self.get_temp_dir(), "second.keras")
+        model.save(first)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            keras.models.load_model(first).save(second)
+            again = keras.models.load_model(second)
+        self.assertEqual(len(again.optimizer.pending_state), len(expected))
+        for got, value in zip(again.optimizer.pending_state, expected):
+            self.assertTrue(np.array_equal(got, value))
