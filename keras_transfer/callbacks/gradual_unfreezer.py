@@ -58,8 +58,9 @@ class GradualUnfreezer(keras.callbacks.Callback):
     `log_dir`, the same scalars and a text event per stage change are also
     written to `log_dir/train`, next to Keras's own TensorBoard logs.
 
-    Supported backends: TensorFlow (tested) and PyTorch; the JAX trainer
-    fixes the trainable variables when `fit` starts, and raises.
+    Backends: tested on TensorFlow. PyTorch reads the trainable variables
+    at every step and should behave the same (untested here); JAX fixes
+    them when `fit` starts, so the callback raises there.
 
     Args:
         groups: list of groups, input -> output, each a list of layers (or
@@ -83,7 +84,9 @@ class GradualUnfreezer(keras.callbacks.Callback):
     Example:
 
     ```python
-    base = keras_transfer.backbones.efficientnet_lite0(input_shape=(96, 96, 3))
+    base = keras_transfer.backbones.efficientnet_lite0(
+        include_top=False, pooling="avg", input_shape=(96, 96, 3)
+    )
     model = keras_transfer.strategies.build_classifier(base, num_classes=10)
     groups = keras_transfer.strategies.layer_groups(
         base, blocks="auto", num_groups=3

@@ -207,12 +207,14 @@ def layer_groups(model, num_groups=None, names=None, blocks=None):
     Example:
 
     ```python
-    base = keras_transfer.backbones.efficientnet_lite0(input_shape=(96, 96, 3))
+    base = keras_transfer.backbones.efficientnet_lite0(
+        include_top=False, pooling="avg", input_shape=(96, 96, 3)
+    )
     groups = keras_transfer.strategies.layer_groups(
         base, blocks="auto", num_groups=3
     )
-    [[l.name for l in g][:2] for g in groups]
-    # [['stem_conv', 'stem_bn'], ['block4a_expand_conv', ...], ...]
+    [group[0].name for group in groups]
+    # ['stem_conv', 'block3a_expand_conv', 'block6a_expand_conv']
     ```
     """
     if not isinstance(model, keras.Model) or not hasattr(model, "layers"):
