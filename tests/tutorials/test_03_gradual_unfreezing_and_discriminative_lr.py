@@ -1,0 +1,68 @@
+import re
+
+import pytest
+
+from tests.tutorials.notebook import notebook_text
+from tests.tutorials.notebook import run_notebook
+
+NAME = "03_gradual_unfreezing_and_discriminative_lr.ipynb"
+# Quick mode runs 3 of the 5 variants (both callbacks together, and L2-SP).
+VARIANTS = ("plain", "both", "l2sp")
+
+
+@pytest.mark.large
+def test_gradual_unfreezing_tutorial_runs_in_quick_mode(tmp_path):
+    log_dir = tmp_path / "logs"
+    nb = run_notebook(NAME, tmp_path, LOG_DIR=str(log_dir))
+    text = notebook_text(nb)
+
+    # recommend_strategy on the tutorial's data: 64 labels of 10 classes is
+    # "small", so the advice is feature extraction or careful fine-tuning.
+    match = re.search(r"recommend_strategy -> (\w+)", text)
+    assert match, text
+    assert match.group(1) in ("feature_extraction", "gradual_unfreezing")
+    pad = re.search(r"photo crops \(ImageNet stand-in\) vs Fashion-MNIST: PAD ([-\d.]+)", text)
+    assert pad and -0.5 < float(pad.group(1)) <= 2.0
+
+    # One results row per variant; accuracy in [0, 1] and a drift >= 0.
+    drifts = {}
+    for variant in VARIANTS:
+        row = re.search(
+            rf"^{variant} +([\d.]+) +[\d., ]+? +([\d.]+) +\d+ s$", text, re.M
+        )
+        assert row, f"no results row for {variant!r} in:\n{text}"
+        accuracy, drift = float(row.group(1)), float(row.group(2))
+        assert 0.0 <= accuracy <= 1.0
+        drifts[variant] = drift
+    # L2-SP pulls the base towards w0: it drifts less than plain fine-tuning
+    # with the same rate (and the same seed and batches).
+    assert 0.0 < drifts["l2sp"] < drifts["plain"]
+    # Gradual unfreezing keeps the base frozen in the first epoch and the
+    # discriminative rates are lower than plain's single rate, so the base
+    # moves less than with plain fine-tuning over the same epochs.
+    assert drifts["both"] < drifts["plain"]
+
+    # The stages and rates read back from the callbacks' TensorBoard logs:
+    # stage 0 (head only), then one group per epoch; rates head 1e-3 and
+    # x0.3 per group down (groups listed input -> output).
+    assert "stage per epoch: [0, 1, 2]" in text
+    trainable = re.search(r"trainable parameters per epoch: \[(\d+), (\d+), (\d+)\]", text)
+    assert trainable
+    counts = [int(c) for c in trainable.groups()]
+    assert counts[0] == 1280 * 10 + 10 and counts[0] < counts[1] < counts[2]
+    assert re.search(r"rate head +\['1\.00e-03'", text)
+    assert re.search(r"rate group 2 +\['3\.00e-04'", text)
+    assert re.search(r"rate group 1 +\['9\.00e-05'", text)
+    assert re.search(r"rate group 0 +\['2\.70e-05'", text)
+
+    assert "[stage" in text or "stage" in text.split("TensorBoard text events:")[1]
+    assert "L2SPModel | anchors:" in text and "same predictions: True" in text
+    for variant in VARIANTS:
+        assert (log_dir / f"03_{variant}" / "seed0" / "train").is_dir()
+
+    images = sum(
+        "image/png" in out.get("data", {})
+        for cell in nb.cells
+        for out in cell.get("outputs", [])
+    )
+    assert images >= 3
