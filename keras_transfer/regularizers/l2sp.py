@@ -3,6 +3,7 @@
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 
@@ -210,7 +211,11 @@ class L2SPModel(keras.Model):
                 initializer="zeros",
                 trainable=False,
             )
-            anchor.assign(ops.cast(variable, "float32"))
+            # A NumPy copy: on JAX a same-dtype cast returns the variable's
+            # own buffer, and sharing it breaks buffer donation in `fit`.
+            anchor.assign(
+                np.array(ops.convert_to_numpy(variable), dtype="float32")
+            )
             self.anchors.append(anchor)
         self.penalty_tracker = keras.metrics.Mean(name="l2sp_penalty")
         self.built = True
