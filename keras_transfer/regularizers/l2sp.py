@@ -122,10 +122,12 @@ class L2SPModel(keras.Model):
 
     Args:
         model: a built `keras.Model` initialised from pretrained weights.
-        alpha: float >= 0, strength of the pull towards `w0`. Li et al. use
-            0.01 (`alpha=0.1` in their notation with `1/2` folded in is the
-            same order); larger values keep the base closer to `w0`.
-        beta: float >= 0, weight decay of the `head` weights.
+        alpha: float >= 0, strength of the pull towards `w0`; larger values
+            keep the transferred layers closer to `w0`. Li et al. (2018)
+            report `alpha=0.1`, `beta=0.01` for ImageNet-pretrained
+            ResNets. Defaults to 0.01.
+        beta: float >= 0, weight decay of the `head` weights. Defaults to
+            0.01.
         layers: the transferred layers (layer objects or names, searched
             recursively through nested models) whose weights are pulled
             towards `w0`. `None` means every layer of `model` not in `head`.
