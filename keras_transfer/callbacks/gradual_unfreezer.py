@@ -204,6 +204,7 @@ class GradualUnfreezer(keras.callbacks.Callback):
                        "`train_batchnorm=True` to train those)")
                     + f". Received: groups[{i}]={[l.name for l in group]}"
                 )
+        ancestors = self._ancestors(model)
         if self.head is None:
             head = [
                 l
@@ -212,7 +213,7 @@ class GradualUnfreezer(keras.callbacks.Callback):
                 and not isinstance(getattr(l, "layers", None), list)
                 and l.trainable
                 and l.trainable_weights
-                and not self._inside_group(l, in_groups, model)
+                and not any(id(p) in in_groups for p in ancestors.get(id(l), []))
             ]
         else:
             head = self.head
@@ -227,7 +228,6 @@ class GradualUnfreezer(keras.callbacks.Callback):
         # Containers of group layers must be trainable for their layers to
         # train; setting them trainable flips every sublayer, so the others
         # get their own flag back.
-        ancestors = self._ancestors(model)
         containers = {id(model): model}
         for layer in (l for g in self._groups for l in g):
             for parent in ancestors.get(id(layer), []):
@@ -255,11 +255,6 @@ class GradualUnfreezer(keras.callbacks.Callback):
 
         walk(model, [])
         return parents
-
-    def _inside_group(self, layer, in_groups, model):
-        return any(
-            id(p) in in_groups for p in self._ancestors(model).get(id(layer), [])
-        )
 
     def _set_group(self, group, unfrozen):
         for layer in group:
