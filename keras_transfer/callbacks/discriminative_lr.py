@@ -5,7 +5,7 @@ import math
 import keras
 
 from keras_transfer.callbacks import _grouped_optimizer as grouped
-from keras_transfer.callbacks._tensorboard import SummaryWriter
+from keras_transfer._tensorboard import SummaryWriter
 
 _Schedule = keras.optimizers.schedules.LearningRateSchedule
 

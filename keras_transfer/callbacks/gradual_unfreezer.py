@@ -4,7 +4,7 @@ import keras
 import numpy as np
 
 from keras_transfer.callbacks import _grouped_optimizer as grouped
-from keras_transfer.callbacks._tensorboard import SummaryWriter
+from keras_transfer._tensorboard import SummaryWriter
 
 
 def _is_batchnorm(layer):

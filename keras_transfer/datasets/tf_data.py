@@ -58,6 +58,19 @@ def to_dataset(x, y=None, batch_size=32, shuffle=False, seed=0):
     return dataset.batch(int(batch_size)).prefetch(tf.data.AUTOTUNE)
 
 
+def from_slices(elements):
+    """Unbatched `tf.data.Dataset` over the first axis of `elements`.
+
+    `elements` is any nested structure (tuple, dict) of equal-length arrays.
+    TensorFlow is imported only when this is called, so backend-agnostic
+    code (e.g. `Distiller.cache_teacher_outputs`) can hand arrays back as a
+    dataset without importing it at module level.
+    """
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensor_slices(elements)
+
+
 def _as_array(value, name):
     if isinstance(value, list) and value and isinstance(value[0], np.ndarray):
         lengths = {v.shape for v in value}

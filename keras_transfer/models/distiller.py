@@ -2,6 +2,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_transfer.datasets.tf_data import from_slices
 from keras_transfer.losses.distillation import KLDistillation
 from keras_transfer.losses.distillation import _check_bool
 from keras_transfer.losses.distillation import _check_temperature
@@ -401,8 +402,6 @@ class Distiller(keras.distillation.Distiller):
         return {INPUTS_KEY: x, TEACHER_OUTPUTS_KEY: outputs}
 
     def _cache_dataset(self, dataset):
-        import tensorflow as tf
-
         spec = dataset.element_spec
         if not isinstance(spec, tuple) or not 2 <= len(spec) <= 3:
             raise ValueError(
@@ -442,7 +441,7 @@ class Distiller(keras.distillation.Distiller):
         columns = [concat(store) for store in parts]
         x, rest, outputs = columns[0], columns[1:-1], columns[-1]
         features = {INPUTS_KEY: x, TEACHER_OUTPUTS_KEY: outputs}
-        return tf.data.Dataset.from_tensor_slices((features, *rest))
+        return from_slices((features, *rest))
 
     def get_config(self):
         config = keras.Model.get_config(self)

@@ -1,7 +1,8 @@
 """Optional TensorBoard scalars and text for the fine-tuning callbacks.
 
-TensorBoard writing is I/O, not model math: TensorFlow is imported here
-lazily, only when a `log_dir` is given, so the callbacks run without it.
+TensorBoard writing is I/O, not model math, so it lives outside the
+backend-agnostic `callbacks` package: TensorFlow is imported here lazily,
+only when a `log_dir` is given, so the callbacks run without it.
 """
 
 import os
