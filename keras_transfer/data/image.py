@@ -27,6 +27,33 @@ def _check_factor(name, value):
     return tuple(values) if len(values) == 2 else float(values[0])
 
 
+def _check_zoom(value):
+    if value is None:
+        return None
+    values = value if isinstance(value, (tuple, list)) else (value,)
+    ok = len(values) in (1, 2) and all(
+        isinstance(v, (int, float))
+        and not isinstance(v, bool)
+        and math.isfinite(v)
+        and 0.0 < v <= 2.0
+        for v in values
+    )
+    if ok and len(values) == 2:
+        ok = values[0] <= values[1]
+    if not ok:
+        raise ValueError(
+            "`zoom` must be None (off), a number in (0, 2] or a pair "
+            "(low, high) with 0 < low <= high <= 2: the side of the centred "
+            "box that is resized to the full image, as a fraction of the "
+            "image side (< 1 zooms in, > 1 zooms out). "
+            f"Received: zoom={value!r}"
+        )
+    if len(values) == 2:
+        return (float(values[0]), float(values[1]))
+    # One number r: the range between r and 1 (no zoom).
+    return (min(float(values[0]), 1.0), max(float(values[0]), 1.0))
+
+
 def _check_alpha(name, value):
     if value is None:
         return None
@@ -45,11 +72,11 @@ def _check_alpha(name, value):
 
 @keras.saving.register_keras_serializable(package="keras_transfer")
 class ImageAugmentation(keras.layers.Layer):
-    """Seeded image augmentation: crop, flip, rotation, colour jitter, RandAugment.
+    """Seeded image augmentation: zoom, crop, flip, rotation, colour, RandAugment.
 
-    A thin layer over Keras's own preprocessing layers (`RandomCrop`,
-    `RandomFlip`, `RandomRotation`, `RandomColorJitter`, `RandAugment`, `MixUp`,
-    `CutMix`). Use it in two ways:
+    A thin layer over Keras's own preprocessing layers (`RandomZoom`,
+    `RandomCrop`, `RandomFlip`, `RandomRotation`, `RandomColorJitter`,
+    `RandAugment`, `MixUp`, `CutMix`). Use it in two ways:
 
     - inside a model or in `Dataset.map(augmentation)`, like any Keras
       preprocessing layer (per-image ops only; identity at inference, except
@@ -66,6 +93,19 @@ class ImageAugmentation(keras.layers.Layer):
     guarantee; each epoch still draws new augmentations.
 
     Args:
+        zoom: None (off), a number `r` in (0, 2], or a pair `(low, high)`
+            with `0 < low <= high <= 2`. Random centred zoom, the same on
+            both axes: per image a ratio `r` is drawn uniformly in
+            `[low, high]` (in `[min(r, 1), max(r, 1)]` for one number),
+            the centred box of side `r * height` by `r * width` is taken
+            and resized (bilinear) back to `(height, width)`: output pixel
+            `i` samples the input at `c + r * (i - c)`, `c = (size - 1) / 2`
+            (the same as `tf.image.crop_and_resize` with that box). `r < 1`
+            zooms in (the box lies inside the image: no pixel is invented);
+            `r > 1` zooms out, the image being surrounded by pixels of value
+            `value_range[0]`. Example: `zoom=20 / 28` enlarges MNIST digits
+            (a 20x20 box in a 28x28 frame) by up to 28/20. Applied first,
+            before crop, flip and rotation; identity at inference.
         rotation: float in [0, 1], fraction of a full turn; angles are drawn
             in `[-rotation, rotation] * 360` degrees. 0 disables it.
         flip: one of `"horizontal"`, `"vertical"`,
@@ -103,6 +143,7 @@ class ImageAugmentation(keras.layers.Layer):
         rotation=0.0,
         flip="horizontal",
         crop=None,
+        zoom=None,
         brightness=0.0,
         contrast=0.0,
         saturation=0.0,
@@ -134,6 +175,7 @@ class ImageAugmentation(keras.layers.Layer):
                 )
             crop = tuple(crop)
         self.crop = crop
+        self.zoom = _check_zoom(zoom)
         self.brightness = _check_factor("brightness", brightness)
         self.contrast = _check_factor("contrast", contrast)
         self.saturation = _check_factor("saturation", saturation)
@@ -169,6 +211,21 @@ class ImageAugmentation(keras.layers.Layer):
 
         policy = self.dtype_policy
         self.augmentation_layers = []
+        if self.zoom is not None:
+            # Keras's zoom matrix samples the input at c + z * (x - c) with
+            # c = (size - 1) / 2, i.e. the crop-and-resize of a centred box
+            # of relative side z; `height_factor` is z - 1.
+            self.augmentation_layers.append(
+                keras.layers.RandomZoom(
+                    height_factor=(self.zoom[0] - 1.0, self.zoom[1] - 1.0),
+                    width_factor=None,
+                    fill_mode="constant",
+                    fill_value=self.value_range[0],
+                    interpolation="bilinear",
+                    seed=seed,
+                    dtype=policy,
+                )
+            )
         if self.crop is not None:
             self.augmentation_layers.append(
                 keras.layers.RandomCrop(*self.crop, seed=seed, dtype=policy)
@@ -410,6 +467,7 @@ class ImageAugmentation(keras.layers.Layer):
             "rotation": self.rotation,
             "flip": self.flip,
             "crop": None if self.crop is None else list(self.crop),
+            "zoom": None if self.zoom is None else list(self.zoom),
             "brightness": self.brightness,
             "contrast": self.contrast,
             "saturation": self.saturation,

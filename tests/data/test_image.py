@@ -19,6 +19,39 @@ def _collect(ds):
     return np.concatenate(xs), np.concatenate(ys)
 
 
+def _zoom_reference(image, r, fill):
+    """Centred zoom by NumPy: bilinear sample at c + r * (i - c), c = (n - 1) / 2.
+
+    Pixels outside the image count as `fill` (only reached when r > 1). For
+    r <= 1 this is `tf.image.crop_and_resize` with the centred box of side r.
+    """
+    h, w, _ = image.shape
+    padded = np.pad(image.astype("float64"), ((1, 1), (1, 1), (0, 0)), constant_values=fill)
+
+    def grid(n):
+        t = (n - 1) / 2 + r * (np.arange(n) - (n - 1) / 2)
+        k = np.floor(t).astype(int)
+        return k, t - k
+
+    (yk, yf), (xk, xf) = grid(h), grid(w)
+
+    def at(dy, dx):
+        yy = np.clip(yk + dy + 1, 0, h + 1)
+        xx = np.clip(xk + dx + 1, 0, w + 1)
+        return padded[yy[:, None], xx[None, :]]
+
+    yf, xf = yf[:, None, None], xf[None, :, None]
+    top = (1 - xf) * at(0, 0) + xf * at(0, 1)
+    bottom = (1 - xf) * at(1, 0) + xf * at(1, 1)
+    return (1 - yf) * top + yf * bottom
+
+
+def _ramp(n, size=16, channels=1):
+    """Images whose value is the column index: bilinear zoom keeps them linear."""
+    ramp = np.broadcast_to(np.arange(size, dtype="float32")[None, :, None], (size, size, channels))
+    return np.broadcast_to(ramp, (n, size, size, channels)).copy()
+
+
 class ImageAugmentationTest(TestCase):
     def test_layer_basics(self):
         self.run_layer_test(
@@ -113,6 +146,78 @@ class ImageAugmentationTest(TestCase):
         self.assertAllClose(area, y, atol=1e-5)
         self.assertGreater(np.mean(y.max(axis=1) < 0.999), 0.3)
 
+    def test_zoom_layer_basics_grayscale(self):
+        self.run_layer_test(
+            ImageAugmentation,
+            init_kwargs={"zoom": (0.6, 1.2), "flip": None, "seed": 1},
+            input_shape=(2, 8, 8, 1),
+            expected_output_shape=(2, 8, 8, 1),
+            expected_num_trainable_weights=0,
+            expected_num_non_trainable_weights=0,
+            supports_masking=False,
+            run_training_check=False,
+        )
+
+    @parameterized.named_parameters(
+        ("zoom_in_gray", 20 / 28, 1),
+        ("zoom_in_rgb", 0.5, 3),
+        ("zoom_out_rgb", 1.3, 3),
+        ("zoom_out_max_gray", 2.0, 1),
+    )
+    def test_zoom_equals_numpy_crop_and_resize(self, r, channels):
+        images = np.random.default_rng(0).uniform(10, 250, (3, 14, 14, channels))
+        images = images.astype("float32")
+        expected = np.stack([_zoom_reference(x, r, fill=10.0) for x in images])
+        aug = ImageAugmentation(zoom=(r, r), flip=None, value_range=(10, 250), seed=0)
+        # Layer call path (a batch) and the per-example `dataset()` path.
+        # atol: float32 rounding on values up to 250; a wrong ratio or
+        # centre is off by whole units.
+        self.assertAllClose(aug(images), expected, atol=1e-3)
+        out, _ = _collect(aug.dataset(images, np.arange(3), batch_size=2, shuffle=False))
+        self.assertAllClose(out, expected, atol=1e-3)
+        if r < 1:
+            import tensorflow as tf
+
+            lo, hi = (1 - r) / 2, (1 + r) / 2
+            boxes = np.tile([[lo, lo, hi, hi]], (3, 1)).astype("float32")
+            crop = tf.image.crop_and_resize(images, boxes, tf.range(3), (14, 14))
+            self.assertAllClose(out, crop, atol=1e-3)
+
+    def test_zoom_draws_each_ratio_in_range(self):
+        # On a ramp (value = column), the zoomed image is c + r * (j - c):
+        # the slope along a row of the central pixels is the drawn ratio r.
+        images = _ramp(48)
+        aug = ImageAugmentation(zoom=(0.6, 0.8), flip=None, seed=5)
+        out, _ = _collect(aug.dataset(images, np.arange(48), batch_size=16, shuffle=False))
+        ratios = np.array([np.polyfit(np.arange(16), x[8, :, 0], 1)[0] for x in out])
+        self.assertTrue(np.all(ratios >= 0.6 - 1e-4), ratios)
+        self.assertTrue(np.all(ratios <= 0.8 + 1e-4), ratios)
+        # Per-example draws that cover the range.
+        self.assertLess(ratios.min(), 0.63)
+        self.assertGreater(ratios.max(), 0.77)
+        # Same ratio on both axes (the aspect ratio is kept).
+        transposed = np.transpose(images, (0, 2, 1, 3))
+        out_t, _ = _collect(aug.dataset(transposed, np.arange(48), batch_size=16, shuffle=False))
+        self.assertAllClose(np.transpose(out_t, (0, 2, 1, 3)), out, atol=1e-4)
+        # One number r < 1 means [r, 1]; r > 1 means [1, r] (zoom out).
+        self.assertEqual(ImageAugmentation(zoom=0.7).zoom, (0.7, 1.0))
+        self.assertEqual(ImageAugmentation(zoom=1.5).zoom, (1.0, 1.5))
+
+    def test_zoom_same_seed_same_output_and_identity_at_inference(self):
+        images = _images(8, size=10)
+
+        def epoch(seed):
+            aug = ImageAugmentation(zoom=(0.5, 1.5), flip=None, seed=seed)
+            return _collect(aug.dataset(images, np.arange(8), batch_size=4))[0]
+
+        first = epoch(7)
+        self.assertAllClose(first, epoch(7), atol=0)
+        self.assertFalse(np.allclose(first, epoch(8)))
+        aug = ImageAugmentation(zoom=0.5, flip=None, seed=0)
+        self.assertAllClose(aug(images.astype("float32"), training=False), images)
+        restored = ImageAugmentation.from_config(aug.get_config())
+        self.assertEqual(restored.zoom, (0.5, 1.0))
+
     def test_never_drops_or_changes_labels(self):
         images, labels = _images(11), np.arange(11)
         aug = ImageAugmentation(rotation=0.2, seed=0)
@@ -129,6 +234,14 @@ class ImageAugmentationTest(TestCase):
         ("mixup", {"mixup_alpha": 0.0}, "mixup_alpha=0.0"),
         ("rand_augment", {"rand_augment": -1}, "rand_augment=-1"),
         ("seed", {"seed": 1.5}, "seed=1.5"),
+        ("zoom_zero", {"zoom": 0}, "zoom=0"),
+        ("zoom_negative", {"zoom": -0.5}, "zoom=-0.5"),
+        ("zoom_too_big", {"zoom": 2.5}, "zoom=2.5"),
+        ("zoom_nan", {"zoom": float("nan")}, "zoom=nan"),
+        ("zoom_reversed", {"zoom": (0.9, 0.8)}, r"zoom=\(0.9, 0.8\)"),
+        ("zoom_three", {"zoom": [0.5, 0.6, 0.7]}, r"zoom=\[0.5, 0.6, 0.7\]"),
+        ("zoom_bool", {"zoom": True}, "zoom=True"),
+        ("zoom_string", {"zoom": "in"}, "zoom='in'"),
     )
     def test_invalid_argument_raises(self, kwargs, message):
         with self.assertRaisesRegex(ValueError, message):
