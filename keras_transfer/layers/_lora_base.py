@@ -96,10 +96,7 @@ class LoRABase(keras.layers.Layer):
     def build(self, input_shape):
         self.base_layer.build(input_shape)
         # Only the kernel is frozen: the bias trains when `train_bias=True`.
-        self.base_layer.kernel.trainable = False
-        bias = getattr(self.base_layer, "bias", None)
-        if bias is not None:
-            bias.trainable = self.train_bias
+        self._freeze_base()
         a_shape, b_shape, d, k = self._lora_shapes()
         if self.lora_rank > min(d, k):
             raise ValueError(
@@ -121,13 +118,35 @@ class LoRABase(keras.layers.Layer):
             dtype="float32",
         )
 
+    @property
+    def trainable(self):
+        return keras.layers.Layer.trainable.fget(self)
+
+    @trainable.setter
+    def trainable(self, value):
+        # `Layer.trainable` sets every weight, the frozen kernel included:
+        # keep the kernel frozen and the bias as `train_bias` says.
+        keras.layers.Layer.trainable.fset(self, value)
+        if self.built:
+            self._freeze_base()
+
+    def _freeze_base(self):
+        self.base_layer.kernel.trainable = False
+        bias = getattr(self.base_layer, "bias", None)
+        if bias is not None:
+            bias.trainable = self.train_bias and self.trainable
+
     def call(self, inputs, training=None):
         outputs = self.base_layer(inputs)
-        dropped = self.dropout_layer(inputs, training=training)
-        a = ops.cast(self.lora_kernel_a, dropped.dtype)
-        b = ops.cast(self.lora_kernel_b, dropped.dtype)
-        update = self._low_rank(dropped, a, b)
-        outputs = ops.add(outputs, ops.multiply(update, self.scale))
+        dropped = inputs
+        if self.lora_dropout > 0:
+            dropped = self.dropout_layer(inputs, training=training)
+        a = ops.cast(self.lora_kernel_a, inputs.dtype)
+        b = ops.cast(self.lora_kernel_b, inputs.dtype)
+        if self.scale != 1:
+            # On `B` (r x k), not on the (batch, ..., k) update: fewer FLOPs.
+            b = ops.multiply(b, ops.cast(self.scale, b.dtype))
+        outputs = ops.add(outputs, self._low_rank(dropped, a, b))
         if self.activation is not None:
             outputs = self.activation(outputs)
         return outputs

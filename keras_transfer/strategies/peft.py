@@ -6,15 +6,28 @@
 such as the `EinsumDense` attention projections inside keras-hub's
 `TransformerEncoder` (swapped in place on their parent attribute).
 
-Saving: Sequential and Functional models with LoRA layers or adapters at top
-level round-trip through `model.save(".keras")`. A subclassed layer rebuilds
-its sublayers from its own config on load, so LoRA swapped *inside* it (the
-keras-hub case) does not survive a whole-model `.keras` save: save those
-with `save_peft_weights` (or `merge_lora` first) and load them onto the base
-model after the same `apply_lora` call.
+Saving: a Sequential or Functional model serializes each of its layers, so
+LoRA layers and adapters at top level round-trip through
+`model.save(".keras")` as they are. A subclassed layer or model (a keras-hub
+backbone) rebuilds its sublayers from its own constructor arguments, which
+know nothing of the surgery. So the surgery is recorded on the outermost
+such object that holds the changed layers (the "owner": the backbone itself,
+or the backbone inside a Functional classifier): its class becomes a
+subclass of its own class whose `get_config` is
+
+    {"base": <the object serialized as its original class>,
+     "peft": <the surgery: per changed sublayer, its path and settings;
+              which weights train>}
+
+registered under the one name `keras_transfer>PeftModel`. On load,
+`from_config` deserializes the base object, redoes the recorded surgery
+(the same variable structure again) and returns it; Keras then loads the
+LoRA and adapter weights into it as usual. `merge_lora` removes the LoRA
+entries, and the owner becomes its plain class again once nothing is left.
 """
 
 import contextlib
+import json
 import re
 
 import keras
@@ -157,33 +170,58 @@ def _is_container(layer):
     return bool(_children(layer))
 
 
-def _swap(model, chosen, make):
-    """Replaces each chosen layer by `make(layer)`; returns the model."""
+def _replace(parent, attr, index, layer, make):
+    """Puts `make(layer)` where `layer` was on `parent`; returns it.
+
+    The one place that touches Keras's private layer tracker: the old layer
+    must leave `parent._tracker` (or its weights would be listed twice) and
+    the tracker, locked after `build`, must accept the new one. No public
+    API swaps a sublayer of a built layer. `tests/strategies/test_peft.py`
+    guards these assumptions.
+    """
+    # Build under the parent's scope so weight paths stay unique.
+    with contextlib.ExitStack() as stack:
+        for part in (parent.path or parent.name).split("/"):
+            stack.enter_context(keras.name_scope(part))
+        new = make(layer)
+    tracker = parent._tracker
+    was_locked = tracker.locked
+    tracker.untrack(layer)
+    tracker.unlock()
+    try:
+        if index is None:
+            setattr(parent, attr, new)
+        else:
+            getattr(parent, attr)[index] = new
+            tracker.track(new)
+    finally:
+        if was_locked:
+            tracker.lock()
+    return new
+
+
+def _swap(model, chosen, make, record=None):
+    """Replaces each chosen layer by `make(layer)`; returns the model.
+
+    `record(owner, key, old, new)` is called for each layer swapped in place
+    (see `_owner_of`) to keep the owner's saved config in step.
+    """
     top = {id(layer) for _, parent, _, _, layer in chosen if parent is model}
     nested = [c for c in chosen if c[1] is not model or not _is_graph_model(model)]
     for path, parent, attr, index, layer in nested:
-        # Build under the parent's scope so weight paths stay unique.
-        with contextlib.ExitStack() as stack:
-            for part in (parent.path or parent.name).split("/"):
-                stack.enter_context(keras.name_scope(part))
-            new = make(layer)
-        # Keras's layer tracker lists sublayers for `weights` and saving: the
-        # old layer must leave it (or its weights would be listed twice) and
-        # the tracker, locked after `build`, must accept the new one. No
-        # public API swaps a sublayer of a built layer.
-        tracker = parent._tracker
-        was_locked = tracker.locked
-        tracker.untrack(layer)
-        tracker.unlock()
-        try:
-            if index is None:
-                setattr(parent, attr, new)
-            else:
-                getattr(parent, attr)[index] = new
-                tracker.track(new)
-        finally:
-            if was_locked:
-                tracker.lock()
+        if attr is None:
+            raise ValueError(
+                f"Layer '{path}' is a node of the graph of the nested model "
+                f"'{parent.name}' ({type(parent).__name__}), which cannot be "
+                "changed in place. Apply the surgery to that model itself "
+                "(it is cloned) and build the outer model around the result, "
+                "or narrow `targets` to layers nested inside its blocks."
+            )
+    for path, parent, attr, index, layer in nested:
+        chain = _owner_of(model, layer)
+        new = _replace(parent, attr, index, layer, make)
+        if record is not None:
+            record(chain, layer, new)
     if top and _is_graph_model(model):
         if not _can_clone(model):
             names = [p for p, parent, *_ in chosen if parent is model]
@@ -207,27 +245,240 @@ def _swap(model, chosen, make):
     return model
 
 
+def _holds_peft(layer):
+    if isinstance(layer, (LoRABase, Adapter)):
+        return True
+    return any(_holds_peft(c) for _, _, c in _children(layer))
+
+
 def _freeze_all_but_peft(layer):
     """Freezes every weight outside LoRA layers and adapters.
 
     Leaves get `trainable=False` (which a Sequential or Functional model
-    saves in its config); containers that hold a LoRA layer or an adapter
-    stay trainable but their own weights are frozen.
+    saves in its config). LoRA layers, adapters and the containers that hold
+    them get `trainable=True` (even if the model was frozen before, as in
+    `base.trainable = False; apply_lora(base)`), with the containers' own
+    weights frozen.
     """
     if isinstance(layer, (LoRABase, Adapter)):
+        layer.trainable = True
         return True
-    children = _children(layer)
-    holds = [_freeze_all_but_peft(c) for _, _, c in children]
-    if not any(holds):
+    if not _holds_peft(layer):
         layer.trainable = False
         return False
-    child_ids = {
-        id(v) for _, _, c in children for v in c.weights
-    }
-    for v in layer.weights:
-        if id(v) not in child_ids:
-            v.trainable = False
+    # Setting `trainable` recurses; the children are then set one by one.
+    layer.trainable = True
+    for _, _, child in _children(layer):
+        _freeze_all_but_peft(child)
+    for v in _own_weights(layer):
+        v.trainable = False
     return True
+
+
+# Whole-model saving of in-place surgery (see the module docstring).
+
+_SURGERY_ATTR = "_keras_transfer_peft"
+_PEFT_CLASSES = {}  # plain class -> its PEFT subclass
+_PLAIN_CLASSES = {}  # PEFT subclass -> plain class
+
+
+def _find(layer, target):
+    """`[(ancestor, step), ...]` from `layer` down to `target`, or None."""
+    for step, _, _, child in _steps(layer):
+        if child is target:
+            return [(layer, step)]
+        if isinstance(child, (LoRABase, Adapter)):
+            continue
+        found = _find(child, target)
+        if found is not None:
+            return [(layer, step)] + found
+    return None
+
+
+def _owner_of(model, layer):
+    """`[(ancestor, key), ...]`, top first, for the ancestors of `layer`
+    that rebuild their sublayers from their own config (all but plain
+    Sequential and Functional models); `key` is `layer`'s structural path
+    below that ancestor. The first one is the owner that records surgery.
+    """
+    trail = _find(model, layer) or []
+    steps = [step for _, step in trail]
+    return [
+        (ancestor, "/".join(steps[i:]))
+        for i, (ancestor, _) in enumerate(trail)
+        if not _can_clone(ancestor)
+    ]
+
+
+def _surgery(owner):
+    return json.loads(getattr(owner, _SURGERY_ATTR, "[]"))
+
+
+def _set_surgery(owner, entries):
+    """Records `entries` on `owner`, switching its class as needed."""
+    cls = type(owner)
+    if entries:
+        if cls not in _PLAIN_CLASSES:
+            owner.__class__ = _peft_class(cls)
+        # A string: Keras's attribute tracker leaves it alone.
+        setattr(owner, _SURGERY_ATTR, json.dumps(entries))
+    elif cls in _PLAIN_CLASSES:
+        owner.__class__ = _PLAIN_CLASSES[cls]
+        delattr(owner, _SURGERY_ATTR)
+
+
+def _record_new(entry):
+    def record(chain, old, new):
+        owner, key = chain[0]
+        _set_surgery(owner, _surgery(owner) + [{"path": key, **entry(new)}])
+
+    return record
+
+
+def _record_merge(chain, old, new):
+    for ancestor, key in chain:
+        if type(ancestor) in _PLAIN_CLASSES:
+            _set_surgery(
+                ancestor,
+                [
+                    e
+                    for e in _surgery(ancestor)
+                    if not (e["kind"] == "lora" and e["path"] == key)
+                ],
+            )
+
+
+def _lora_entry(layer):
+    return {
+        "kind": "lora",
+        "lora_rank": layer.lora_rank,
+        "lora_alpha": layer.lora_alpha,
+        "lora_dropout": layer.lora_dropout,
+        "rank_stabilized": layer.rank_stabilized,
+        "train_bias": layer.train_bias,
+    }
+
+
+def _own_weights(layer):
+    child_ids = {id(v) for _, _, c in _children(layer) for v in c.weights}
+    return [v for v in layer.weights if id(v) not in child_ids]
+
+
+def _trainable_state(owner):
+    """Which layers are frozen and which weights train, by structural key.
+
+    Inside the LoRA layers and adapters this is fixed by their `build`.
+    """
+    frozen, variables = [], {}
+    for key, layer in [("", owner)] + list(_structural_walk(owner)):
+        if not layer.trainable:
+            frozen.append(key)
+        if isinstance(layer, (LoRABase, Adapter)):
+            continue
+        for i, v in enumerate(_own_weights(layer)):
+            variables[f"{key}:{i}"] = bool(v.trainable)
+    return {"frozen_layers": frozen, "variables": variables}
+
+
+def _set_trainable_state(owner, state):
+    layers = dict([("", owner)] + list(_structural_walk(owner)))
+    for key in state["frozen_layers"]:
+        layers[key].trainable = False
+    for key, flag in state["variables"].items():
+        layer_key, i = key.rsplit(":", 1)
+        _own_weights(layers[layer_key])[int(i)].trainable = flag
+
+
+def _make_adapter(layer, bottleneck, reduction_factor, activation):
+    adapter = Adapter(
+        bottleneck=bottleneck,
+        reduction_factor=reduction_factor,
+        activation=activation,
+        dtype=layer.dtype_policy,
+        name=f"{layer.name}_adapter",
+    )
+    block = keras.Sequential([layer, adapter], name=f"{layer.name}_with_adapter")
+    block.build(layer.get_build_config()["input_shape"])
+    return block
+
+
+def _redo(owner, peft):
+    """Redoes recorded surgery on a freshly deserialized `owner`."""
+    for entry in peft["surgery"]:
+        settings = {k: v for k, v in entry.items() if k not in ("path", "kind")}
+        found = [
+            item
+            for item in _structural_items(owner)
+            if item[0] == entry["path"]
+        ]
+        if not found:
+            raise ValueError(
+                f"Cannot redo the saved {entry['kind']} surgery on "
+                f"'{owner.name}': it has no sublayer at {entry['path']!r}. "
+                "The saved model's structure does not match its class."
+            )
+        _, parent, attr, index, layer = found[0]
+        if entry["kind"] == "lora":
+            make = lambda layer: _LORA_CLASSES[type(layer)].from_layer(  # noqa
+                layer, **settings
+            )
+        else:
+            make = lambda layer: _make_adapter(layer, **settings)  # noqa
+        _replace(parent, attr, index, layer, make)
+        _set_surgery(owner, _surgery(owner) + [entry])
+    _set_trainable_state(owner, peft["trainable"])
+
+
+@keras.saving.register_keras_serializable(
+    package="keras_transfer", name="PEFTModel"
+)
+class _PEFTOwner:
+    """Mixin of the classes `_peft_class` makes; see the module docstring.
+
+    Every such class is registered under the one name
+    `keras_transfer>PEFTModel`, which resolves to this mixin's
+    `from_config`.
+    """
+
+    def get_config(self):
+        peft_cls = type(self)
+        self.__class__ = _PLAIN_CLASSES[peft_cls]
+        try:
+            base = keras.saving.serialize_keras_object(self)
+        finally:
+            self.__class__ = peft_cls
+        # Compiling (which builds the optimizer) waits for the surgery.
+        base.pop("compile_config", None)
+        return {
+            "base": base,
+            "peft": {
+                "surgery": _surgery(self),
+                "trainable": _trainable_state(self),
+            },
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        owner = keras.saving.deserialize_keras_object(config["base"])
+        _redo(owner, config["peft"])
+        return owner
+
+
+def _peft_class(cls):
+    if cls not in _PEFT_CLASSES:
+        peft_cls = type(
+            f"PEFT{cls.__name__}", (_PEFTOwner, cls), {"__module__": __name__}
+        )
+        register = keras.saving.register_keras_serializable(
+            package="keras_transfer", name="PEFTModel"
+        )
+        register(peft_cls)
+        # Registering also points the name at `peft_cls`; point it back at
+        # the mixin so that loading never depends on which class came last.
+        register(_PEFTOwner)
+        _PEFT_CLASSES[cls] = peft_cls
+        _PLAIN_CLASSES[peft_cls] = cls
+    return _PEFT_CLASSES[cls]
 
 
 def apply_lora(
@@ -278,6 +529,7 @@ def apply_lora(
         model,
         chosen,
         lambda layer: _LORA_CLASSES[type(layer)].from_layer(layer, **kwargs),
+        record=_record_new(_lora_entry),
     )
     if freeze_others:
         _freeze_all_but_peft(model)
@@ -325,22 +577,18 @@ def add_adapters(
     Adapter(bottleneck=bottleneck, reduction_factor=reduction_factor)
     chosen = _select(model, targets, None, "adapter")
 
-    def make(layer):
-        adapter = Adapter(
-            bottleneck=bottleneck,
-            reduction_factor=reduction_factor,
-            activation=activation,
-            dtype=layer.dtype_policy,
-            name=f"{layer.name}_adapter",
-        )
-        block = keras.Sequential(
-            [layer, adapter], name=f"{layer.name}_with_adapter"
-        )
-        shape = layer.get_build_config()["input_shape"]
-        block.build(shape)
-        return block
-
-    model = _swap(model, chosen, make)
+    activation = keras.activations.serialize(keras.activations.get(activation))
+    settings = dict(
+        bottleneck=bottleneck,
+        reduction_factor=reduction_factor,
+        activation=activation,
+    )
+    model = _swap(
+        model,
+        chosen,
+        lambda layer: _make_adapter(layer, **settings),
+        record=_record_new(lambda new: {"kind": "adapter", **settings}),
+    )
     if freeze_others:
         _freeze_all_but_peft(model)
     return model, [path for path, *_ in chosen]
@@ -366,7 +614,9 @@ def merge_lora(model):
             f"Model '{model.name}' has no LoRA layer to merge. Apply LoRA "
             "with `apply_lora` first."
         )
-    model = _swap(model, chosen, lambda layer: layer.merge())
+    model = _swap(
+        model, chosen, lambda layer: layer.merge(), record=_record_merge
+    )
     return model, [path for path, *_ in chosen]
 
 
@@ -436,6 +686,28 @@ def trainable_summary(model, print_fn=print):
     return summary
 
 
+def _steps(layer):
+    """`(step, attr, index, child)` per direct sublayer; `step` names the
+    child by attribute and position (`_query_dense`, `layers[3]`), not by
+    layer name."""
+    for position, (attr, index, child) in enumerate(_children(layer)):
+        if attr is None:
+            step = f"layers[{position}]"
+        else:
+            step = attr if index is None else f"{attr}[{index}]"
+        yield step, attr, index, child
+
+
+def _structural_items(layer, prefix=""):
+    """Yields `(key, parent, attr, index, child)` like `_walk`, keyed by
+    position instead of name (see `_structural_walk`)."""
+    for step, attr, index, child in _steps(layer):
+        key = f"{prefix}{step}"
+        yield key, layer, attr, index, child
+        if not isinstance(child, (LoRABase, Adapter)):
+            yield from _structural_items(child, prefix=f"{key}/")
+
+
 def _structural_walk(layer, prefix=""):
     """Yields `(key, child)` like `_walk`, keyed by position, not by name.
 
@@ -443,14 +715,8 @@ def _structural_walk(layer, prefix=""):
     `bert_backbone_1`, ...), so a fresh copy of the same model usually has
     other layer names; attribute names and positions do not change.
     """
-    for position, (attr, index, child) in enumerate(_children(layer)):
-        if attr is None:
-            step = f"layers[{position}]"
-        else:
-            step = attr if index is None else f"{attr}[{index}]"
-        yield f"{prefix}{step}", child
-        if not isinstance(child, (LoRABase, Adapter)):
-            yield from _structural_walk(child, prefix=f"{prefix}{step}/")
+    for key, _, _, _, child in _structural_items(layer, prefix):
+        yield key, child
 
 
 def _peft_variables(model, by_name=False):

@@ -27,7 +27,7 @@ def _functional(seed=0):
     return keras.Model(inputs, outputs)
 
 
-def _tiny_bert(seed=0):
+def _tiny_bert(seed=0, **kwargs):
     import keras_hub
 
     keras.utils.set_random_seed(seed)
@@ -38,6 +38,7 @@ def _tiny_bert(seed=0):
         hidden_dim=8,
         intermediate_dim=16,
         max_sequence_length=8,
+        **kwargs,
     )
 
 
@@ -260,3 +261,208 @@ class MiniLMTest(TestCase):
         self.assertAllClose(fresh(x)["pooled_output"], backbone(x)["pooled_output"], atol=1e-5)
         merged, _ = merge_lora(fresh)
         self.assertAllClose(merged(x)["pooled_output"], backbone(x)["pooled_output"], atol=1e-5)
+
+
+def _values(variables):
+    return {v.path: keras.ops.convert_to_numpy(v).copy() for v in variables}
+
+
+def _lora_paths(model):
+    return sorted(v.path for v in model.weights if "lora_kernel" in v.path)
+
+
+def _fit_and_diff(model, x, y):
+    """One SGD step; returns the paths of the weights that changed."""
+    before = _values(model.weights)
+    model.compile(keras.optimizers.SGD(0.1), "mse", run_eagerly=True)
+    model.fit(x, y, verbose=0)
+    after = _values(model.weights)
+    return sorted(p for p in before if not np.array_equal(before[p], after[p]))
+
+
+class WholeModelSaveTest(TestCase):
+    """`model.save(".keras")` with surgery inside a keras-hub backbone."""
+
+    def _save_load(self, model, name="m.keras"):
+        path = os.path.join(self.get_temp_dir(), name)
+        model.save(path)
+        return keras.models.load_model(path)
+
+    def test_backbone_lora_save_load_continue(self):
+        backbone, _ = apply_lora(_tiny_bert(), lora_rank=2, targets=QV, lora_alpha=4)
+        _randomize(backbone)
+        x = _bert_inputs()
+        loaded = self._save_load(backbone)
+        self.assertIsInstance(loaded, keras_hub_bert())
+        attention = loaded.get_layer("transformer_layer_1")._self_attention_layer
+        self.assertIsInstance(attention._value_dense, LoRAEinsumDense)
+        self.assertEqual(attention._value_dense.lora_alpha, 4)
+        self.assertAllClose(
+            loaded(x)["sequence_output"], backbone(x)["sequence_output"], atol=1e-6
+        )
+        expected = _values(backbone.weights)
+        got = _values(loaded.weights)
+        self.assertEqual(sorted(got), sorted(expected))
+        self.assertLen(_lora_paths(loaded), 8)
+        for p in _lora_paths(loaded):
+            self.assertAllClose(got[p], expected[p], atol=0)
+        # Same trainable set: the LoRA weights only.
+        self.assertEqual(
+            sorted(v.path for v in loaded.trainable_weights), _lora_paths(backbone)
+        )
+        # Training continues from the loaded values and moves LoRA only.
+        model = keras.Model(loaded.input, loaded(loaded.input)["pooled_output"])
+        changed = _fit_and_diff(model, x, np.ones((2, 8)))
+        self.assertTrue(changed)
+        self.assertTrue(all("lora_kernel" in p for p in changed), changed)
+        self.assertTrue(any("value/lora_kernel_a" in p for p in changed))
+
+    def test_backbone_adapters_and_lora_save_load_continue(self):
+        backbone, _ = add_adapters(_tiny_bert(), placement="houlsby", bottleneck=2)
+        backbone, _ = apply_lora(backbone, lora_rank=2, targets=r"query$")
+        _randomize(backbone)
+        x = _bert_inputs()
+        loaded = self._save_load(backbone)
+        block = loaded.get_layer("transformer_layer_0")._feedforward_output_dense
+        self.assertIsInstance(block.layers[1], Adapter)
+        self.assertAllClose(
+            loaded(x)["sequence_output"], backbone(x)["sequence_output"], atol=1e-6
+        )
+        expected = _values(backbone.trainable_weights)
+        got = _values(loaded.trainable_weights)
+        self.assertEqual(sorted(got), sorted(expected))
+        self.assertLen(got, 4 * 4 + 2 * 2)  # 4 adapters x 4, 2 LoRA x 2
+        for p in got:
+            self.assertAllClose(got[p], expected[p], atol=0)
+        model = keras.Model(loaded.input, loaded(loaded.input)["sequence_output"])
+        changed = _fit_and_diff(model, x, np.ones((2, 8, 8)))
+        self.assertTrue(changed)
+        self.assertTrue(set(changed) <= set(got), changed)
+        self.assertTrue(any("adapter/up" in p for p in changed))
+
+    def test_functional_classifier_with_optimizer_state(self):
+        # No dropout: continuing must be deterministic to compare.
+        backbone = _tiny_bert(dropout=0.0)
+        inputs = {k: keras.Input((8,), dtype="int32", name=k) for k in _bert_inputs()}
+        pooled = backbone(inputs)["pooled_output"]
+        outputs = keras.layers.Dense(3, name="head")(pooled)
+        model, changed = apply_lora(keras.Model(inputs, outputs), lora_rank=2, targets=QV)
+        self.assertLen(changed, 4)
+        model.get_layer("head").trainable = True
+        # Eager: tracing a keras-hub model costs more than a few steps.
+        model.compile(keras.optimizers.Adam(0.01), "mse", run_eagerly=True)
+        x, y = _bert_inputs(), np.ones((2, 3), "float32")
+        model.fit(x, y, epochs=2, verbose=0)
+        loaded = self._save_load(model)
+        self.assertAllClose(loaded(x), model(x), atol=1e-6)
+        # Optimizer state (iterations and Adam moments) comes back too.
+        self.assertEqual(int(loaded.optimizer.iterations), 2)
+        self.assertEqual(
+            sorted(v.path for v in loaded.trainable_weights),
+            sorted(v.path for v in model.trainable_weights),
+        )
+        self.assertLen(loaded.optimizer.variables, len(model.optimizer.variables))
+        for a, b in zip(loaded.optimizer.variables, model.optimizer.variables):
+            self.assertAllClose(a, b, atol=0)
+        # Continuing on both gives the same weights: nothing was lost.
+        loaded.run_eagerly = True
+        model.fit(x, y, epochs=1, verbose=0)
+        loaded.fit(x, y, epochs=1, verbose=0)
+        self.assertAllClose(loaded(x), model(x), atol=1e-6)
+
+    def test_merge_then_save_is_plain_keras_hub(self):
+        import keras_hub
+
+        backbone, _ = apply_lora(_tiny_bert(), lora_rank=2, targets=QV)
+        _randomize(backbone)
+        x = _bert_inputs()
+        expected = backbone(x)["sequence_output"]
+        merged, _ = merge_lora(backbone)
+        self.assertIs(type(merged), keras_hub.models.BertBackbone)
+        config = str(keras.saving.serialize_keras_object(merged))
+        self.assertNotIn("LoRA", config)
+        self.assertNotIn("PEFT", config)
+        loaded = self._save_load(merged)
+        self.assertIs(type(loaded), keras_hub.models.BertBackbone)
+        self.assertAllClose(loaded(x)["sequence_output"], expected, atol=1e-5)
+
+    def test_merge_keeps_adapters(self):
+        backbone, _ = apply_lora(_tiny_bert(), lora_rank=2, targets=QV)
+        backbone, _ = add_adapters(backbone, placement="pfeiffer", bottleneck=2)
+        _randomize(backbone)
+        merge_lora(backbone)
+        config = keras.saving.serialize_keras_object(backbone)
+        self.assertEqual(config["registered_name"], "keras_transfer>PEFTModel")
+        kinds = [e["kind"] for e in config["config"]["peft"]["surgery"]]
+        self.assertEqual(kinds, ["adapter", "adapter"])
+        x = _bert_inputs()
+        loaded = self._save_load(backbone)
+        self.assertAllClose(
+            loaded(x)["sequence_output"], backbone(x)["sequence_output"], atol=1e-6
+        )
+        self.assertFalse([v for v in loaded.weights if "lora" in v.path])
+
+    def test_keras_apis_used_by_the_surgery(self):
+        # Guards the private Keras API that `_replace` uses and the
+        # registration facts the saved config relies on: fails loudly if
+        # Keras changes them.
+        backbone, _ = apply_lora(_tiny_bert(), lora_rank=2, targets=r"query$")
+        tracker = backbone.get_layer("transformer_layer_0")._self_attention_layer._tracker
+        for name in ("locked", "lock", "unlock", "track", "untrack"):
+            self.assertTrue(hasattr(tracker, name), name)
+        from keras_transfer.strategies.peft import _PEFTOwner
+
+        self.assertEqual(
+            keras.saving.get_registered_name(type(backbone)), "keras_transfer>PEFTModel"
+        )
+        self.assertIs(
+            keras.saving.get_registered_object("keras_transfer>PEFTModel"), _PEFTOwner
+        )
+        # A second class registered under the same name does not take over.
+        apply_lora(_functional_in_layer(), lora_rank=2, targets="inner")
+        self.assertIs(
+            keras.saving.get_registered_object("keras_transfer>PEFTModel"), _PEFTOwner
+        )
+
+    def test_subclassed_layer_owner(self):
+        # The owner can be any layer that builds its sublayers itself.
+        model = _functional_in_layer()
+        model, _ = apply_lora(model, lora_rank=2, targets="inner")
+        _randomize(model)
+        x = np.random.default_rng(0).normal(size=(3, 6)).astype("float32")
+        loaded = self._save_load(model)
+        self.assertIsInstance(loaded.get_layer("block").inner, LoRADense)
+        self.assertAllClose(loaded(x), model(x), atol=1e-6)
+
+    def test_graph_node_of_nested_model_raises(self):
+        inner = _functional()
+        inputs = keras.Input((6,))
+        outer = keras.Model(inputs, keras.layers.Dense(2, name="top")(inner(inputs)))
+        with self.assertRaisesRegex(ValueError, "node of the graph of the nested model"):
+            apply_lora(outer, lora_rank=2, targets="d1")
+
+
+@keras.saving.register_keras_serializable(package="keras_transfer_tests")
+class _Block(keras.layers.Layer):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.inner = keras.layers.Dense(4, name="inner")
+
+    def build(self, input_shape):
+        self.inner.build(input_shape)
+
+    def call(self, x):
+        return self.inner(x)
+
+
+def _functional_in_layer():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6,))
+    h = _Block(name="block")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(2, name="out")(h))
+
+
+def keras_hub_bert():
+    import keras_hub
+
+    return keras_hub.models.BertBackbone
