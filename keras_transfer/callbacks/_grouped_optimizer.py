@@ -37,6 +37,8 @@ import warnings
 import keras
 import numpy as np
 
+from keras_transfer._keras_private import trainable_capable
+
 _GLOBAL_NAMES = ("iteration", "iterations", "learning_rate")
 
 
@@ -264,25 +266,6 @@ def _check_supported(optimizer):
             "cannot drive this one. Compile with a plain optimizer. Received: "
             f"optimizer={optimizer!r}"
         )
-
-
-def trainable_capable(layer):
-    """The variables of `layer` (sublayers included) that train when their
-    layer is trainable, frozen or not, in `layer.weights` order.
-
-    `variable.trainable` cannot tell: freezing a layer sets it to False on
-    the layer's weights. Keras keeps them apart (BatchNormalization's
-    `gamma` from its moving mean) in `Layer._trainable_variables`.
-    """
-    ids = set()
-    for sub in layer._flatten_layers(include_self=True, recursive=True):
-        ids.update(id(v) for v in sub._trainable_variables)
-    seen, result = set(), []
-    for variable in layer.weights:
-        if id(variable) in ids and id(variable) not in seen:
-            seen.add(id(variable))
-            result.append(variable)
-    return result
 
 
 def trainable_candidates(model):

@@ -11,6 +11,8 @@ import contextlib
 
 import keras
 
+from keras_transfer._keras_private import all_layers
+
 
 class _StatelessSeed(keras.random.SeedGenerator):
     """Returns a new seed derived from a fixed seed tensor at each draw.
@@ -36,7 +38,7 @@ class _StatelessSeed(keras.random.SeedGenerator):
 def _random_layers(layers):
     found = []
     for layer in layers:
-        for sub in layer._flatten_layers(include_self=True):
+        for sub in all_layers(layer):
             if hasattr(sub, "generator") and hasattr(sub, "_get_seed_generator"):
                 found.append(sub)
     return found

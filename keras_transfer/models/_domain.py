@@ -15,22 +15,6 @@ def _check_submodel(value, name):
     return value
 
 
-def _check_nonnegative(value, name):
-    import math
-
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value < 0
-    ):
-        raise ValueError(
-            f"`{name}` must be a finite, non-negative number. "
-            f"Received: {name}={value!r}"
-        )
-    return float(value)
-
-
 class DomainModelBase(keras.Model):
     """feature_extractor -> task_head, trained on source + target batches.
 

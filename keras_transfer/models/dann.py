@@ -3,9 +3,9 @@
 import keras
 from keras import ops
 
+from keras_transfer._validation import check_nonnegative
 from keras_transfer.layers.gradient_reversal import GradientReversal
 from keras_transfer.models._domain import DomainModelBase
-from keras_transfer.models._domain import _check_nonnegative
 from keras_transfer.models._domain import _check_submodel
 
 
@@ -73,8 +73,8 @@ class DomainAdversarialModel(DomainModelBase):
     ):
         super().__init__(feature_extractor, task_head, task_loss, **kwargs)
         self.domain_head = _check_submodel(domain_head, "domain_head")
-        self.factor = _check_nonnegative(factor, "factor")
-        self.domain_loss_weight = _check_nonnegative(
+        self.factor = check_nonnegative(factor, "factor")
+        self.domain_loss_weight = check_nonnegative(
             domain_loss_weight, "domain_loss_weight"
         )
         self.gradient_reversal = GradientReversal(

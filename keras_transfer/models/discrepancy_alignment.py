@@ -3,10 +3,10 @@
 import keras
 from keras import ops
 
+from keras_transfer._validation import check_nonnegative
 from keras_transfer.losses.coral import CORAL
 from keras_transfer.losses.mmd import MMD
 from keras_transfer.models._domain import DomainModelBase
-from keras_transfer.models._domain import _check_nonnegative
 
 _NAMED = {
     "mmd": lambda: MMD(bandwidth_multipliers=(0.25, 0.5, 1.0, 2.0, 4.0)),
@@ -76,7 +76,7 @@ class DiscrepancyAlignmentModel(DomainModelBase):
                 f"loss instance. Received: discrepancy={discrepancy!r}"
             )
         self.discrepancy = discrepancy
-        self.alignment_weight = _check_nonnegative(
+        self.alignment_weight = check_nonnegative(
             alignment_weight, "alignment_weight"
         )
         self.alignment_weight_variable = keras.Variable(
@@ -90,7 +90,7 @@ class DiscrepancyAlignmentModel(DomainModelBase):
     def set_alignment_weight(self, value):
         """Change `lambda` during training without retracing."""
         self.alignment_weight_variable.assign(
-            _check_nonnegative(value, "alignment_weight")
+            check_nonnegative(value, "alignment_weight")
         )
 
     def _alignment_outputs(self, features, n_source, source, target, training):

@@ -6,35 +6,9 @@ import keras
 import numpy as np
 from keras import ops
 
-
-def _check_coefficient(name, value):
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value < 0
-    ):
-        raise ValueError(
-            f"`{name}` must be a finite number >= 0. Received: {name}={value!r}"
-        )
-    return float(value)
-
-
-def _all_layers(model):
-    # `_flatten_layers` is the only recursive walk Keras has; `Model.layers`
-    # stops at the first level.
-    return list(model._flatten_layers(include_self=False, recursive=True))
-
-
-def _trainable_capable(layer):
-    """Variables of `layer` (sublayers included) that train when the layer is
-    trainable, frozen or not; BatchNormalization's moving statistics are not
-    among them. `variable.trainable` cannot tell (freezing sets it to False),
-    Keras keeps the two kinds apart in `Layer._trainable_variables`."""
-    ids = set()
-    for sub in layer._flatten_layers(include_self=True, recursive=True):
-        ids.update(id(v) for v in sub._trainable_variables)
-    return [v for v in layer.weights if id(v) in ids]
+from keras_transfer._keras_private import all_layers
+from keras_transfer._keras_private import trainable_capable
+from keras_transfer._validation import check_nonnegative
 
 
 def _resolve_layers(model, layers, argument):
@@ -43,14 +17,14 @@ def _resolve_layers(model, layers, argument):
         return None
     if isinstance(layers, (str, keras.layers.Layer)):
         layers = [layers]
-    all_layers = _all_layers(model)
+    candidates = all_layers(model, include_self=False)
     by_name = {}
-    for layer in all_layers:
+    for layer in candidates:
         by_name.setdefault(layer.name, []).append(layer)
     names = []
     for item in layers:
         if isinstance(item, keras.layers.Layer):
-            if not any(item is layer for layer in all_layers):
+            if not any(item is layer for layer in candidates):
                 raise ValueError(
                     f"`{argument}` holds layer '{item.name}', which is not "
                     f"part of model '{model.name}'. Pass layers of the "
@@ -87,10 +61,10 @@ def _resolve_layers(model, layers, argument):
 def _variable_indices(model, names):
     """Positions in `model.weights` of the trainable-capable variables of the
     layers named `names`."""
-    by_name = {layer.name: layer for layer in _all_layers(model)}
+    by_name = {layer.name: layer for layer in all_layers(model, include_self=False)}
     ids = set()
     for name in names:
-        ids.update(id(v) for v in _trainable_capable(by_name[name]))
+        ids.update(id(v) for v in trainable_capable(by_name[name]))
     return [i for i, v in enumerate(model.weights) if id(v) in ids]
 
 
@@ -168,8 +142,8 @@ class L2SPModel(keras.Model):
                 f"build it first. Received: model='{model.name}' with "
                 f"{len(model.weights)} weights"
             )
-        self.alpha = _check_coefficient("alpha", alpha)
-        self.beta = _check_coefficient("beta", beta)
+        self.alpha = check_nonnegative(alpha, "alpha")
+        self.beta = check_nonnegative(beta, "beta")
         self.layers_names = _resolve_layers(model, layers, "layers")
         self.head_names = _resolve_layers(model, head, "head") or []
         if self.layers_names is not None:

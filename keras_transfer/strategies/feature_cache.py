@@ -5,6 +5,8 @@ import tempfile
 import keras
 import numpy as np
 
+from keras_transfer._keras_private import all_layers
+
 _FORMAT_VERSION = "keras_transfer.FeatureCache/1"
 
 
@@ -14,12 +16,6 @@ def _is_tf_dataset(x):
         cls.__name__ in ("DatasetV2", "DatasetV1")
         for cls in type(x).__mro__
     )
-
-
-def _iter_layers(layer):
-    # `_flatten_layers` is the only recursive walk Keras has; `Model.layers`
-    # stops at the top level and misses layers nested in custom blocks.
-    return layer._flatten_layers(include_self=True, recursive=True)
 
 
 def _hash_array(digest, array):
@@ -141,7 +137,7 @@ class FeatureCache:
         digest = hashlib.sha256(_FORMAT_VERSION.encode())
         digest.update(f"key:{self.key}".encode())
         digest.update(f"policy:{self.base.dtype_policy.name}".encode())
-        for layer in _iter_layers(self.base):
+        for layer in all_layers(self.base):
             digest.update(type(layer).__name__.encode())
         for variable in self.base.weights:
             _hash_array(digest, keras.ops.convert_to_numpy(variable.value))

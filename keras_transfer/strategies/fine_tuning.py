@@ -3,7 +3,7 @@
 import keras
 
 from keras_transfer.strategies.feature_cache import _is_tf_dataset
-from keras_transfer.strategies.feature_cache import _iter_layers
+from keras_transfer._keras_private import all_layers
 from keras_transfer.strategies.feature_extraction import _check_base_and_head
 from keras_transfer.strategies.feature_extraction import _check_positive_int
 from keras_transfer.strategies.feature_extraction import _compile_args
@@ -38,7 +38,7 @@ def unfreeze_base(base, train_batchnorm=False):
     base.trainable = True
     batchnorms = [
         layer
-        for layer in _iter_layers(base)
+        for layer in all_layers(base)
         if isinstance(layer, keras.layers.BatchNormalization)
     ]
     for layer in batchnorms:

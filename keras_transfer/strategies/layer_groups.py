@@ -5,7 +5,7 @@ import re
 import keras
 import numpy as np
 
-from keras_transfer.callbacks._grouped_optimizer import trainable_capable
+from keras_transfer._keras_private import trainable_capable
 
 # Block patterns of the models this package ships or supports, tried in order.
 # Each maps a layer name to the block it belongs to.

@@ -3,6 +3,9 @@
 import keras
 import numpy as np
 
+from keras_transfer._keras_private import all_layers
+from keras_transfer._keras_private import own_variables
+
 # Variable name -> the layer attribute holding its initializer, where the
 # attribute is not simply f"{name}_initializer".
 _INITIALIZER_ATTRS = {
@@ -15,14 +18,10 @@ _INITIALIZER_ATTRS = {
 def _leaf_layers(model):
     """Layers that own variables, input -> output, nested models flattened."""
     leaves = []
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if layer._trainable_variables or layer._non_trainable_variables:
+    for layer in all_layers(model, include_self=False):
+        if own_variables(layer):
             leaves.append(layer)
     return leaves
-
-
-def _own_variables(layer):
-    return list(layer._trainable_variables) + list(layer._non_trainable_variables)
 
 
 def _initializer_for(layer, variable):
@@ -57,8 +56,8 @@ def _check_model(name, value):
 
 
 def _check_shapes(source_layer, target_layer):
-    source_shapes = [tuple(v.shape) for v in _own_variables(source_layer)]
-    target_shapes = [tuple(v.shape) for v in _own_variables(target_layer)]
+    source_shapes = [tuple(v.shape) for v in own_variables(source_layer)]
+    target_shapes = [tuple(v.shape) for v in own_variables(target_layer)]
     if source_shapes != target_shapes:
         raise ValueError(
             f"Cannot transfer layer '{source_layer.name}' into target layer "
@@ -69,7 +68,7 @@ def _check_shapes(source_layer, target_layer):
 
 
 def _copy(source_layer, target_layer):
-    for s, t in zip(_own_variables(source_layer), _own_variables(target_layer)):
+    for s, t in zip(own_variables(source_layer), own_variables(target_layer)):
         t.assign(keras.ops.convert_to_numpy(s))
 
 
@@ -196,7 +195,7 @@ def transfer_layers(
         plan = [
             (variable, _initializer_for(layer, variable))
             for layer in rest
-            for variable in _own_variables(layer)
+            for variable in own_variables(layer)
         ]
     for s, t in pairs:
         _copy(s, t)

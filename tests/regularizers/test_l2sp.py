@@ -186,8 +186,8 @@ class L2SPModelTest(TestCase, parameterized.TestCase):
             keras.mixed_precision.set_dtype_policy("float32")
 
     @parameterized.named_parameters(
-        ("negative_alpha", {"alpha": -0.1}, "`alpha` must be a finite number >= 0.*alpha=-0.1"),
-        ("nan_beta", {"beta": float("nan")}, "`beta` must be a finite number >= 0.*beta=nan"),
+        ("negative_alpha", {"alpha": -0.1}, "`alpha` must be a finite, non-negative number.*alpha=-0.1"),
+        ("nan_beta", {"beta": float("nan")}, "`beta` must be a finite, non-negative number.*beta=nan"),
         ("string_alpha", {"alpha": "0.1"}, "`alpha`.*Received: alpha='0.1'"),
         ("unknown_layer", {"layers": ["nope"]}, "`layers` names layer 'nope'.*Available layers"),
         ("overlap", {"layers": ["head"], "head": ["head"]}, "both transferred.*\\['head'\\]"),

@@ -1,0 +1,39 @@
+"""The private Keras APIs keras-transfer reads, in one place.
+
+Keras has no public recursive walk over sub-layers (`Model.layers` stops at
+the first level and misses layers nested in subclassed blocks), and no public
+way to tell the variables a layer trains when unfrozen (BatchNormalization's
+`gamma`) from its state (the moving mean): freezing sets `trainable=False` on
+both. Keras keeps them apart in `Layer._trainable_variables` and
+`Layer._non_trainable_variables`. `tests/test_keras_private.py` pins the
+behaviour relied on here, so a Keras change fails there first.
+
+(The grouped optimizer's use of `MultiOptimizer` internals is isolated in
+`keras_transfer/callbacks/_grouped_optimizer.py`, with its own guard tests.)
+"""
+
+
+def all_layers(layer, include_self=True):
+    """`layer` (if `include_self`) and every sub-layer, recursively, once."""
+    return list(layer._flatten_layers(include_self=include_self, recursive=True))
+
+
+def own_variables(layer):
+    """The variables created by `layer` itself, not by its sub-layers."""
+    return list(layer._trainable_variables) + list(
+        layer._non_trainable_variables
+    )
+
+
+def trainable_capable(layer):
+    """The variables of `layer` (sub-layers included) that train when their
+    layer is trainable, frozen or not, in `layer.weights` order."""
+    ids = set()
+    for sub in all_layers(layer):
+        ids.update(id(v) for v in sub._trainable_variables)
+    seen, result = set(), []
+    for variable in layer.weights:
+        if id(variable) in ids and id(variable) not in seen:
+            seen.add(id(variable))
+            result.append(variable)
+    return result

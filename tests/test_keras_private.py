@@ -1,0 +1,76 @@
+"""Guards the private Keras APIs isolated in `keras_transfer/_keras_private.py`.
+
+If a Keras release changes `_flatten_layers` or the split between
+`_trainable_variables` and `_non_trainable_variables`, these fail first, with
+the name of the helper that needs mending.
+"""
+
+import keras
+
+from keras_transfer import _keras_private
+from tests.testing import TestCase
+
+
+class Block(keras.layers.Layer):
+    """A subclassed block whose sub-layers `Model.layers` does not list."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(3, name="inner_dense")
+        self.bn = keras.layers.BatchNormalization(name="inner_bn")
+
+    def build(self, input_shape):
+        self.dense.build(input_shape)
+        self.bn.build(input_shape[:-1] + (3,))
+        self.scale = self.add_weight(shape=(), initializer="ones", name="scale")
+
+    def call(self, x):
+        return self.bn(self.dense(x)) * self.scale
+
+
+def nested_model():
+    inputs = keras.Input((4,))
+    inner = keras.Sequential([keras.Input((4,)), Block(name="block")], name="inner")
+    return keras.Model(inputs, keras.layers.Dense(2, name="head")(inner(inputs)))
+
+
+class KerasPrivateTest(TestCase):
+    def test_all_layers_reaches_layers_nested_in_subclassed_blocks(self):
+        model = nested_model()
+        names = [layer.name for layer in _keras_private.all_layers(model)]
+        self.assertEqual(names[0], model.name)
+        for name in ("inner", "block", "inner_dense", "inner_bn", "head"):
+            self.assertIn(name, names)
+        self.assertEqual(len(names), len(set(names)))
+        without_self = _keras_private.all_layers(model, include_self=False)
+        self.assertEqual(len(without_self), len(names) - 1)
+        # The public walk stops at the first level: that is why this exists.
+        self.assertNotIn("inner_dense", [layer.name for layer in model.layers])
+
+    def test_own_variables_excludes_sub_layers(self):
+        block = nested_model().get_layer("inner").get_layer("block")
+        self.assertEqual(
+            [v.name for v in _keras_private.own_variables(block)], ["scale"]
+        )
+
+    def test_trainable_capable_survives_freezing_and_skips_bn_statistics(self):
+        model = nested_model()
+        block = model.get_layer("inner").get_layer("block")
+        expected = ["kernel", "bias", "gamma", "beta", "scale"]
+        self.assertEqual(
+            sorted(v.name for v in _keras_private.trainable_capable(block)),
+            sorted(expected),
+        )
+        block.trainable = False
+        # Freezing flips `variable.trainable` on all of them ...
+        self.assertEqual(block.trainable_weights, [])
+        # ... but the trainable-capable set is unchanged, moving stats excluded.
+        capable = _keras_private.trainable_capable(block)
+        self.assertEqual(sorted(v.name for v in capable), sorted(expected))
+        self.assertEqual(len(block.weights) - len(capable), 2)
+        # `layer.weights` order, no duplicates.
+        order = [id(v) for v in block.weights]
+        self.assertEqual(
+            [id(v) for v in capable],
+            sorted((id(v) for v in capable), key=order.index),
+        )
