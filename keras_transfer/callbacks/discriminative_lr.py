@@ -77,7 +77,7 @@ class DiscriminativeLR(keras.callbacks.Callback):
     schedule = keras.optimizers.schedules.CosineDecay(
         0.0, decay_steps=1000, warmup_target=1e-3, warmup_steps=100
     )
-    model.compile(keras.optimizers.Adam(schedule), loss, metrics)
+    model.compile(keras.optimizers.Adam(schedule), loss, metrics=metrics)
     model.fit(x, y, epochs=10, callbacks=[
         keras_transfer.callbacks.DiscriminativeLR(groups, factor=0.3),
         keras.callbacks.TensorBoard("tensorboard_logs/discriminative"),

@@ -92,7 +92,7 @@ class GradualUnfreezer(keras.callbacks.Callback):
         base, blocks="auto", num_groups=3
     )
     model.compile(keras.optimizers.Adam(1e-4),
-                  "sparse_categorical_crossentropy", ["accuracy"])
+                  "sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(x, y, epochs=8, callbacks=[
         keras_transfer.callbacks.GradualUnfreezer(groups, epochs_per_stage=2),
         keras.callbacks.TensorBoard("tensorboard_logs/gradual"),

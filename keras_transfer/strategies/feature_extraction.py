@@ -116,11 +116,14 @@ def build_classifier(
     Example:
 
     ```python
-    base = keras_transfer.backbones.efficientnet_lite0(input_shape=(96, 96, 3))
+    base = keras_transfer.backbones.efficientnet_lite0(
+        input_shape=(96, 96, 3), include_top=False, pooling="avg"
+    )
     model = keras_transfer.strategies.build_classifier(base, num_classes=10)
     keras_transfer.strategies.fit_feature_extraction(
         base, model.get_layer("head"), x_train, y_train, epochs=10
     )
+    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     model.evaluate(x_test, y_test)
     ```
     """
