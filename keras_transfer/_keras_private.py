@@ -18,6 +18,13 @@ def all_layers(layer, include_self=True):
     return list(layer._flatten_layers(include_self=include_self, recursive=True))
 
 
+def children(layer):
+    """The layers `layer` tracks directly: a model's layers, but also the
+    sub-layers of a subclassed layer or wrapper (e.g. `InferenceMode`'s
+    wrapped base), which `Model.layers` does not list."""
+    return list(layer._flatten_layers(include_self=False, recursive=False))
+
+
 def own_variables(layer):
     """The variables created by `layer` itself, not by its sub-layers."""
     return list(layer._trainable_variables) + list(

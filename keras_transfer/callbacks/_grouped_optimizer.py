@@ -37,6 +37,7 @@ import warnings
 import keras
 import numpy as np
 
+from keras_transfer._keras_private import children
 from keras_transfer._keras_private import trainable_capable
 
 _GLOBAL_NAMES = ("iteration", "iterations", "learning_rate")
@@ -475,12 +476,13 @@ def check_backend(caller):
 
 
 def model_layers(model):
-    """Every layer of `model`, nested models included (depth first)."""
-    result, stack = [], list(getattr(model, "layers", []))
+    """Every layer of `model`, nested models and wrapped layers (such as
+    `InferenceMode(base)`) included, depth first."""
+    result, stack = [], children(model)
     while stack:
         layer = stack.pop(0)
         result.append(layer)
-        stack[0:0] = list(getattr(layer, "layers", []) or [])
+        stack[0:0] = children(layer)
     return result
 
 

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 
 from keras_transfer.callbacks import _grouped_optimizer as grouped
+from keras_transfer._keras_private import children
 from keras_transfer._tensorboard import SummaryWriter
 
 
@@ -210,7 +211,7 @@ class GradualUnfreezer(keras.callbacks.Callback):
                 l
                 for l in all_layers
                 if id(l) not in in_groups
-                and not isinstance(getattr(l, "layers", None), list)
+                and not children(l)
                 and l.trainable
                 and l.trainable_weights
                 and not any(id(p) in in_groups for p in ancestors.get(id(l), []))
@@ -249,7 +250,7 @@ class GradualUnfreezer(keras.callbacks.Callback):
         parents = {}
 
         def walk(container, chain):
-            for layer in getattr(container, "layers", []) or []:
+            for layer in children(container):
                 parents[id(layer)] = chain
                 walk(layer, chain + [layer])
 

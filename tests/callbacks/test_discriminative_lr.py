@@ -37,11 +37,14 @@ def _delta(before, after, path):
 
 
 class DiscriminativeLRTest(TestCase, parameterized.TestCase):
-    def test_update_sizes_follow_rates_with_adam(self):
+    @parameterized.named_parameters(
+        ("plain", False), ("base_in_inference_mode", True)
+    )
+    def test_update_sizes_follow_rates_with_adam(self, inference_mode):
         # Adam's first step is lr * g / (|g| + eps'): every weight moves by
         # its rate whatever the size of its gradient, so scaling gradients
         # would change nothing; the rates must act on the update.
-        model, base = tiny_model(frozen=False)
+        model, base = tiny_model(frozen=False, inference_mode=inference_mode)
         before = snapshot(model)
         history = _fit(model, [DiscriminativeLR(tiny_groups(base), base_rate=1e-2, factor=0.1)])
         after = snapshot(model)

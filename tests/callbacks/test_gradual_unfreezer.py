@@ -76,8 +76,15 @@ class _OptimizerAtEpochBegin(keras.callbacks.Callback):
 
 
 class GradualUnfreezerTest(TestCase, parameterized.TestCase):
-    def test_stages_unfreeze_top_group_first_frozen_bit_identical(self):
-        model, base = tiny_model()
+    @parameterized.named_parameters(
+        ("plain", False), ("base_in_inference_mode", True)
+    )
+    def test_stages_unfreeze_top_group_first_frozen_bit_identical(
+        self, inference_mode
+    ):
+        # `InferenceMode(base)` (as `build_classifier` builds) hides the base
+        # from `Model.layers`; the groups must still be found through it.
+        model, base = tiny_model(inference_mode=inference_mode)
         initial = snapshot(model)
         record = EpochSnapshots()
         history = _fit(model, [GradualUnfreezer(tiny_groups(base)), record], epochs=4)

@@ -3,15 +3,24 @@
 import keras
 import numpy as np
 
+from keras_transfer.strategies import InferenceMode
 from keras_transfer.strategies import layer_groups
 
 
-def tiny_model(seed=0, learning_rate=1e-2, optimizer=None, frozen=True, eager=False):
+def tiny_model(
+    seed=0,
+    learning_rate=1e-2,
+    optimizer=None,
+    frozen=True,
+    eager=False,
+    inference_mode=False,
+):
     """`base` (Dense d0 -> BatchNorm bn -> Dense d1 -> Dense d2) + Dense head.
 
     Returns `(model, base)`, compiled, base frozen (the usual start).
     `eager=True` skips tracing (seconds per model on a loaded CPU) where
-    graph-mode retracing is not what a test checks."""
+    graph-mode retracing is not what a test checks. `inference_mode=True`
+    wraps the base in `InferenceMode`, as `build_classifier` does."""
     keras.utils.set_random_seed(seed)
     base = keras.Sequential(
         [
@@ -27,7 +36,8 @@ def tiny_model(seed=0, learning_rate=1e-2, optimizer=None, frozen=True, eager=Fa
     bn.moving_mean.assign(np.linspace(-0.5, 0.5, 8).astype("float32"))
     bn.moving_variance.assign(np.linspace(0.5, 2.0, 8).astype("float32"))
     inputs = keras.Input((6,))
-    outputs = keras.layers.Dense(3, activation="softmax", name="head")(base(inputs))
+    features = InferenceMode(base)(inputs) if inference_mode else base(inputs)
+    outputs = keras.layers.Dense(3, activation="softmax", name="head")(features)
     model = keras.Model(inputs, outputs, name="model")
     base.trainable = not frozen
     model.compile(
