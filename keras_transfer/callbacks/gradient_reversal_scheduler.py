@@ -4,8 +4,9 @@ import math
 
 import keras
 
+from keras_transfer._validation import check_int
+from keras_transfer._validation import check_nonnegative
 from keras_transfer.layers.gradient_reversal import GradientReversal
-from keras_transfer.layers.gradient_reversal import _check_factor
 
 _SCHEDULES = ("dann", "constant")
 
@@ -96,22 +97,9 @@ class GradientReversalScheduler(keras.callbacks.Callback):
             raise ValueError(
                 f"`gamma` must be a positive number. Received: gamma={gamma!r}"
             )
-        try:
-            max_factor = _check_factor(max_factor)
-        except ValueError:
-            raise ValueError(
-                "`max_factor` must be a finite, non-negative number. "
-                f"Received: max_factor={max_factor!r}"
-            ) from None
-        if total_steps is not None and (
-            isinstance(total_steps, bool)
-            or not isinstance(total_steps, int)
-            or total_steps <= 0
-        ):
-            raise ValueError(
-                "`total_steps` must be a positive integer or None. "
-                f"Received: total_steps={total_steps!r}"
-            )
+        max_factor = check_nonnegative(max_factor, "max_factor")
+        if total_steps is not None:
+            total_steps = check_int(total_steps, "total_steps")
         if layers is not None:
             layers = list(layers)
             bad = [l for l in layers if not isinstance(l, GradientReversal)]
@@ -135,7 +123,7 @@ class GradientReversalScheduler(keras.callbacks.Callback):
             return self.max_factor
         value = self.schedule(progress)
         try:
-            return _check_factor(value)
+            return check_nonnegative(value, "factor")
         except ValueError:
             raise ValueError(
                 "The `schedule` callable must return a finite, non-negative "

@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from keras_transfer._validation import check_int
+
 
 def to_dataset(x, y=None, batch_size=32, shuffle=False, seed=0):
     """Wraps arrays returned by the loaders in a batched `tf.data.Dataset`.
@@ -27,15 +29,7 @@ def to_dataset(x, y=None, batch_size=32, shuffle=False, seed=0):
     >>> [int(y.shape[0]) for _, y in ds]
     [2, 2, 1]
     """
-    if (
-        not isinstance(batch_size, (int, np.integer))
-        or isinstance(batch_size, bool)
-        or batch_size < 1
-    ):
-        raise ValueError(
-            "`batch_size` must be a positive integer. "
-            f"Received: batch_size={batch_size!r}"
-        )
+    check_int(batch_size, "batch_size")
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
         raise ValueError(f"`seed` must be an integer. Received: seed={seed!r}")
     x = _as_array(x, "x")

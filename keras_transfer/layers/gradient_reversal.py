@@ -1,24 +1,13 @@
 """Gradient reversal layer (Ganin & Lempitsky, 2015)."""
 
-import math
-
 import keras
 from keras import ops
 
+from keras_transfer._validation import check_nonnegative
+
 
 def _check_factor(factor):
-    if (
-        isinstance(factor, bool)
-        or not isinstance(factor, (int, float))
-        or math.isnan(factor)
-        or math.isinf(factor)
-        or factor < 0
-    ):
-        raise ValueError(
-            "`factor` must be a finite, non-negative number. "
-            f"Received: factor={factor!r}"
-        )
-    return float(factor)
+    return check_nonnegative(factor, "factor")
 
 
 @keras.saving.register_keras_serializable(package="keras_transfer")

@@ -2,6 +2,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_transfer._validation import check_int
 from keras_transfer.datasets.tf_data import from_slices
 from keras_transfer.losses.distillation import KLDistillation
 from keras_transfer.losses.distillation import _check_bool
@@ -379,11 +380,7 @@ class Distiller(keras.distillation.Distiller):
             usual). For a dataset: an unbatched `tf.data.Dataset` of
             `({"inputs": x, "teacher_outputs": outputs}, y, ...)`.
         """
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(
-                "`batch_size` must be a positive integer. "
-                f"Received: batch_size={batch_size!r}"
-            )
+        batch_size = check_int(batch_size, "batch_size")
         if _is_tf_dataset(x):
             return self._cache_dataset(x)
         extractor = self._teacher_features

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 
 from keras_transfer._keras_private import all_layers
+from keras_transfer._validation import check_int
 
 _FORMAT_VERSION = "keras_transfer.FeatureCache/1"
 
@@ -102,15 +103,7 @@ class FeatureCache:
                 "`directory` must be a folder path or None. "
                 f"Received: directory={directory!r}"
             )
-        if (
-            isinstance(batch_size, bool)
-            or not isinstance(batch_size, int)
-            or batch_size < 1
-        ):
-            raise ValueError(
-                "`batch_size` must be a positive integer. "
-                f"Received: batch_size={batch_size!r}"
-            )
+        batch_size = check_int(batch_size, "batch_size")
         if key is not None and not isinstance(key, str):
             raise ValueError(
                 f"`key` must be a string or None. Received: key={key!r}"

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 
 from keras_transfer._keras_private import trainable_capable
+from keras_transfer._validation import check_int
 
 # Block patterns of the models this package ships or supports, tried in order.
 # Each maps a layer name to the block it belongs to.
@@ -47,15 +48,7 @@ def _has_weights(layer):
 
 
 def _check_count(num_groups, available):
-    if (
-        isinstance(num_groups, bool)
-        or not isinstance(num_groups, (int, np.integer))
-        or num_groups < 1
-    ):
-        raise ValueError(
-            "`num_groups` must be a positive integer. "
-            f"Received: num_groups={num_groups!r}"
-        )
+    check_int(num_groups, "num_groups")
     if num_groups > available:
         raise ValueError(
             f"`num_groups` can be at most {available}, the number of "

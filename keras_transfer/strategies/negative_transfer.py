@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from keras_transfer._validation import check_nonnegative
+
 
 def _accuracy(y_true, y_pred):
     y_pred = np.asarray(y_pred)
@@ -67,15 +69,7 @@ def check_negative_transfer(
             "`metric` must be 'accuracy' or a callable "
             f"metric(y_true, y_pred). Received: metric={metric!r}"
         )
-    if (
-        isinstance(margin, bool)
-        or not isinstance(margin, (int, float))
-        or not np.isfinite(margin)
-        or margin < 0
-    ):
-        raise ValueError(
-            f"`margin` must be a finite number >= 0. Received: margin={margin!r}"
-        )
+    margin = check_nonnegative(margin, "margin")
     if len(x_val) != len(y_val) or len(y_val) == 0:
         raise ValueError(
             "`x_val` and `y_val` must be non-empty and of the same length. "

@@ -1,10 +1,10 @@
 """Copy the first k pretrained layers into a target model, re-initialise the rest."""
 
 import keras
-import numpy as np
 
 from keras_transfer._keras_private import all_layers
 from keras_transfer._keras_private import own_variables
+from keras_transfer._validation import check_int
 
 # Variable name -> the layer attribute holding its initializer, where the
 # attribute is not simply f"{name}_initializer".
@@ -147,15 +147,7 @@ def transfer_layers(
     target_layers = _leaf_layers(target)
     pairs = []
     if num_layers is not None:
-        if (
-            isinstance(num_layers, bool)
-            or not isinstance(num_layers, (int, np.integer))
-            or num_layers < 0
-        ):
-            raise ValueError(
-                "`num_layers` must be a non-negative integer. "
-                f"Received: num_layers={num_layers!r}"
-            )
+        num_layers = check_int(num_layers, "num_layers", minimum=0)
         limit = min(len(source_layers), len(target_layers))
         if num_layers > limit:
             raise ValueError(

@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from keras_transfer._validation import check_int
 from keras_transfer.losses.mmd import mmd as _mmd
 
 
@@ -105,11 +106,8 @@ def domain_similarity(
         [Ben-David et al., 2007](https://papers.nips.cc/paper/2983),
         [Ganin et al., 2016](https://jmlr.org/papers/v17/15-239.html) (PAD).
     """
-    for name, value, low in (("max_samples", max_samples, 2), ("folds", folds, 2)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(
-                f"`{name}` must be an integer >= {low}. Received: {name}={value!r}"
-            )
+    max_samples = check_int(max_samples, "max_samples", minimum=2)
+    folds = check_int(folds, "folds", minimum=2)
     if isinstance(l2, bool) or not isinstance(l2, (int, float)) or not l2 > 0:
         raise ValueError(f"`l2` must be a positive number. Received: l2={l2!r}")
     rng = np.random.default_rng(seed)
