@@ -19,8 +19,16 @@ def test_augmentation_tutorial_runs_in_quick_mode(tmp_path):
     snr = float(re.search(r"measured SNR ([\d.]+) dB", text).group(1))
     assert abs(snr - 10.0) < 0.01
     assert len(re.findall(r"unseen-speaker accuracy ([\d.]+)", text)) == 2
-    assert len(re.findall(r"images seed 0 \w+ +test accuracy ([\d.]+)", text)) == 2
+    accuracies = [float(a) for a in re.findall(r"images seed 0 \w+ +test accuracy ([\d.]+)", text)]
+    assert len(accuracies) == 2
+    # Pretrained EfficientNet-Lite0 features: well above chance (0.1) even
+    # after 2 quick epochs on 100 images.
+    assert min(accuracies) > 0.2
+    # The summary pairs the runs by seed: difference = augmented - none.
+    summary = re.search(r"images: none ([\d.]+), augmented ([\d.]+); paired difference ([-+][\d.]+)", text)
+    none, augmented, difference = map(float, summary.groups())
+    assert abs((augmented - none) - difference) < 0.0015
     images = sum(
         "image/png" in out.get("data", {}) for cell in nb.cells for out in cell.get("outputs", [])
     )
-    assert images >= 4
+    assert images >= 5
