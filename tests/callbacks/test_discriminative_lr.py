@@ -6,9 +6,9 @@ from absl.testing import parameterized
 
 from keras_transfer.callbacks import DiscriminativeLR
 from keras_transfer.callbacks import GradualUnfreezer
+from tests.callbacks.tiny import fit
 from tests.callbacks.tiny import read_events
 from tests.callbacks.tiny import snapshot
-from tests.callbacks.tiny import tiny_data
 from tests.callbacks.tiny import tiny_groups
 from tests.callbacks.tiny import tiny_model
 from tests.testing import TestCase
@@ -16,20 +16,6 @@ from tests.testing import TestCase
 SCHEDULE = keras.optimizers.schedules.CosineDecay(
     0.0, decay_steps=8, warmup_target=1e-2, warmup_steps=2
 )
-
-
-def _fit(model, callbacks, epochs=1, initial_epoch=0, batch_size=16):
-    x, y = tiny_data()
-    return model.fit(
-        x,
-        y,
-        epochs=epochs,
-        initial_epoch=initial_epoch,
-        batch_size=batch_size,
-        shuffle=False,
-        verbose=0,
-        callbacks=callbacks,
-    )
 
 
 def _delta(before, after, path):
@@ -46,7 +32,7 @@ class DiscriminativeLRTest(TestCase, parameterized.TestCase):
         # would change nothing; the rates must act on the update.
         model, base = tiny_model(frozen=False, inference_mode=inference_mode)
         before = snapshot(model)
-        history = _fit(model, [DiscriminativeLR(tiny_groups(base), base_rate=1e-2, factor=0.1)])
+        history = fit(model, [DiscriminativeLR(tiny_groups(base), base_rate=1e-2, factor=0.1)])
         after = snapshot(model)
         head = np.median(_delta(before, after, "head/kernel"))
         self.assertAllClose(head, 1e-2, rtol=1e-3)
@@ -64,10 +50,10 @@ class DiscriminativeLRTest(TestCase, parameterized.TestCase):
         rates = [3e-3, 2e-3, 1e-3, 5e-4]
         model, base = tiny_model(frozen=False, eager=True)
         before = snapshot(model)
-        _fit(model, [DiscriminativeLR(tiny_groups(base), learning_rates=rates)])
+        fit(model, [DiscriminativeLR(tiny_groups(base), learning_rates=rates)])
         got = snapshot(model)
         reference, _ = tiny_model(frozen=False, learning_rate=1e-3, eager=True)
-        _fit(reference, [])
+        fit(reference, [])
         step = {k: v - before[k] for k, v in snapshot(reference).items()}
         for rate, paths in [
             (rates[0], ["head/kernel", "head/bias"]),
@@ -81,7 +67,7 @@ class DiscriminativeLRTest(TestCase, parameterized.TestCase):
 
     def test_schedule_as_base_rate(self):
         model, base = tiny_model(frozen=False, optimizer=keras.optimizers.Adam(SCHEDULE), eager=True)
-        history = _fit(model, [DiscriminativeLR(tiny_groups(base), factor=0.5)], epochs=3, batch_size=8)
+        history = fit(model, [DiscriminativeLR(tiny_groups(base), factor=0.5)], epochs=3, batch_size=8)
         # Two steps per epoch; rates logged at the step reached.
         expected = [float(SCHEDULE(s)) for s in (2, 4, 6)]
         self.assertAllClose(history.history["lr_head"], expected)
@@ -91,7 +77,7 @@ class DiscriminativeLRTest(TestCase, parameterized.TestCase):
             tiny_groups(base), learning_rates=[SCHEDULE, 1e-3, 1e-4, 1e-5]
         )
         model2, base2 = tiny_model(frozen=False, eager=True)
-        history = _fit(
+        history = fit(
             model2,
             [DiscriminativeLR([["d0", "bn"], ["d1"], ["d2"]], learning_rates=explicit.learning_rates)],
             epochs=2,
@@ -105,9 +91,9 @@ class DiscriminativeLRTest(TestCase, parameterized.TestCase):
         # runs at 5e-3 for the head and at 5e-4 for the top group.
         model, base = tiny_model(frozen=False, eager=True)
         before = snapshot(model)
-        _fit(model, [DiscriminativeLR(tiny_groups(base), base_rate=SCHEDULE)], batch_size=16)
+        fit(model, [DiscriminativeLR(tiny_groups(base), base_rate=SCHEDULE)], batch_size=16)
         self.assertTrue(np.array_equal(before["head/kernel"], snapshot(model)["head/kernel"]))
-        _fit(model, [DiscriminativeLR(tiny_groups(base), base_rate=SCHEDULE)], batch_size=16)
+        fit(model, [DiscriminativeLR(tiny_groups(base), base_rate=SCHEDULE)], batch_size=16)
         got = snapshot(model)
         # Same two steps with plain Adam on the schedule, and on 0.1 x it.
         tenth = keras.optimizers.schedules.CosineDecay(
@@ -115,11 +101,11 @@ class DiscriminativeLRTest(TestCase, parameterized.TestCase):
         )
         for schedule, path in [(SCHEDULE, "head/kernel"), (tenth, "base/d2/kernel")]:
             reference, _ = tiny_model(frozen=False, optimizer=keras.optimizers.Adam(schedule), eager=True)
-            _fit(reference, [], epochs=2)
+            fit(reference, [], epochs=2)
             self.assertAllClose(got[path], snapshot(reference)[path], atol=1e-7, msg=path)
         self.assertFalse(np.array_equal(before["head/kernel"], got["head/kernel"]))
 
-    def test_with_gradual_unfreezer_in_one_fit(self):
+    def test_with_gradual_unfreezer_in_onefit(self):
         model, base = tiny_model()
         initial = snapshot(model)
         record = []
@@ -128,7 +114,7 @@ class DiscriminativeLRTest(TestCase, parameterized.TestCase):
             def on_epoch_end(self, epoch, logs=None):
                 record.append(snapshot(self.model))
 
-        history = _fit(
+        history = fit(
             model,
             [
                 DiscriminativeLR(tiny_groups(base), base_rate=1e-2, factor=0.1),
@@ -148,13 +134,13 @@ class DiscriminativeLRTest(TestCase, parameterized.TestCase):
 
     def test_save_load_keeps_rates_and_continues(self):
         model, base = tiny_model(frozen=False, optimizer=keras.optimizers.Adam(SCHEDULE), eager=True)
-        _fit(model, [DiscriminativeLR(tiny_groups(base), factor=0.5)], batch_size=8)
+        fit(model, [DiscriminativeLR(tiny_groups(base), factor=0.5)], batch_size=8)
         path = os.path.join(self.get_temp_dir(), "dlr.keras")
         model.save(path)
         loaded = keras.models.load_model(path)
         self.assertEqual(loaded.optimizer.__class__.__name__, "GroupedOptimizer")
         # `base_rate=None`: the loaded optimizer's (scheduled) rates go on.
-        history = _fit(
+        history = fit(
             loaded,
             [DiscriminativeLR(tiny_groups(loaded.get_layer("base")), factor=0.5)],
             epochs=2,
@@ -167,7 +153,7 @@ class DiscriminativeLRTest(TestCase, parameterized.TestCase):
     def test_tensorboard_scalars(self):
         log_dir = os.path.join(self.get_temp_dir(), "tb")
         model, base = tiny_model(frozen=False, eager=True)
-        _fit(
+        fit(
             model,
             [DiscriminativeLR(tiny_groups(base), base_rate=1e-2, factor=0.1, log_dir=log_dir)],
             epochs=2,
@@ -206,4 +192,4 @@ class DiscriminativeLRTest(TestCase, parameterized.TestCase):
         )
         model, base = tiny_model(optimizer=multi)
         with self.assertRaisesRegex(ValueError, "cannot drive this one"):
-            _fit(model, [DiscriminativeLR(tiny_groups(base))])
+            fit(model, [DiscriminativeLR(tiny_groups(base))])

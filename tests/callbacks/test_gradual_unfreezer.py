@@ -7,9 +7,9 @@ from absl.testing import parameterized
 from keras_transfer.callbacks import DiscriminativeLR
 from keras_transfer.callbacks import GradualUnfreezer
 from tests.callbacks.tiny import EpochSnapshots
+from tests.callbacks.tiny import fit
 from tests.callbacks.tiny import read_events
 from tests.callbacks.tiny import snapshot
-from tests.callbacks.tiny import tiny_data
 from tests.callbacks.tiny import tiny_groups
 from tests.callbacks.tiny import tiny_model
 from tests.testing import TestCase
@@ -21,20 +21,6 @@ GROUP_PATHS = [
 ]
 BN_PATHS = ["base/bn/gamma", "base/bn/beta", "base/bn/moving_mean", "base/bn/moving_variance"]
 HEAD_PATHS = ["head/kernel", "head/bias"]
-
-
-def _fit(model, callbacks, epochs, initial_epoch=0, batch_size=16):
-    x, y = tiny_data()
-    return model.fit(
-        x,
-        y,
-        epochs=epochs,
-        initial_epoch=initial_epoch,
-        batch_size=batch_size,
-        shuffle=False,
-        verbose=0,
-        callbacks=callbacks,
-    )
 
 
 def _slots(optimizer, name):
@@ -87,7 +73,7 @@ class GradualUnfreezerTest(TestCase, parameterized.TestCase):
         model, base = tiny_model(inference_mode=inference_mode)
         initial = snapshot(model)
         record = EpochSnapshots()
-        history = _fit(model, [GradualUnfreezer(tiny_groups(base)), record], epochs=4)
+        history = fit(model, [GradualUnfreezer(tiny_groups(base)), record], epochs=4)
         self.assertEqual(history.history["unfreeze_stage"], [0, 1, 2, 3])
         # head 8*... : head 4*3+3=15, +d2 8*4+4=36, +d1 8*8+8=72, +d0 6*8+8=56
         self.assertEqual(history.history["trainable_params"], [15, 51, 123, 179])
@@ -110,7 +96,7 @@ class GradualUnfreezerTest(TestCase, parameterized.TestCase):
         model, base = tiny_model(learning_rate=1e-2, eager=True)
         probe = _OptimizerAtEpochBegin()
         record = EpochSnapshots()
-        _fit(model, [GradualUnfreezer(tiny_groups(base)), probe, record], epochs=2)
+        fit(model, [GradualUnfreezer(tiny_groups(base)), probe, record], epochs=2)
         head_end_0 = probe.at_end[0]["adam_head"]
         head_begin_1 = probe.at_begin[1]["adam_head"]
         # The stage change keeps the head's Adam state exactly.
@@ -134,7 +120,7 @@ class GradualUnfreezerTest(TestCase, parameterized.TestCase):
     def test_schedule_list_and_lowest_group_left_frozen(self):
         model, base = tiny_model(eager=True)
         initial = snapshot(model)
-        history = _fit(
+        history = fit(
             model, [GradualUnfreezer(tiny_groups(base), schedule=[1, 3])], epochs=5
         )
         self.assertEqual(history.history["unfreeze_stage"], [0, 1, 1, 2, 2])
@@ -148,17 +134,17 @@ class GradualUnfreezerTest(TestCase, parameterized.TestCase):
         model, base = tiny_model(eager=True)
         cb = GradualUnfreezer(tiny_groups(base), epochs_per_stage=2)
         self.assertEqual([cb.stage_at(e) for e in range(9)], [0, 0, 1, 1, 2, 2, 3, 3, 3])
-        history = _fit(model, [cb], epochs=3)
+        history = fit(model, [cb], epochs=3)
         self.assertEqual(history.history["unfreeze_stage"], [0, 0, 1])
 
     def test_train_batchnorm(self):
         model, base = tiny_model(eager=True)
         initial = snapshot(model)
-        _fit(model, [GradualUnfreezer(tiny_groups(base), train_batchnorm=True)], epochs=3)
+        fit(model, [GradualUnfreezer(tiny_groups(base), train_batchnorm=True)], epochs=3)
         middle = snapshot(model)
         for path in BN_PATHS:  # group 0 not reached yet
             self.assertTrue(np.array_equal(middle[path], initial[path]))
-        _fit(
+        fit(
             model,
             [GradualUnfreezer(tiny_groups(base), train_batchnorm=True)],
             epochs=4,
@@ -174,7 +160,7 @@ class GradualUnfreezerTest(TestCase, parameterized.TestCase):
             DiscriminativeLR(tiny_groups(base), factor=0.5),
         ]
         model, base = tiny_model()
-        _fit(model, callbacks(base), epochs=4, batch_size=8)
+        fit(model, callbacks(base), epochs=4, batch_size=8)
         expected = snapshot(model)
 
         class Interrupt(keras.callbacks.Callback):
@@ -185,7 +171,7 @@ class GradualUnfreezerTest(TestCase, parameterized.TestCase):
         backup = os.path.join(self.get_temp_dir(), "backup")
         model, base = tiny_model()
         with self.assertRaisesRegex(RuntimeError, "interrupted"):
-            _fit(
+            fit(
                 model,
                 callbacks(base) + [keras.callbacks.BackupAndRestore(backup), Interrupt()],
                 epochs=4,
@@ -193,7 +179,7 @@ class GradualUnfreezerTest(TestCase, parameterized.TestCase):
             )
         model, base = tiny_model()
         # BackupAndRestore first: restoring works in any order.
-        history = _fit(
+        history = fit(
             model,
             [keras.callbacks.BackupAndRestore(backup)] + callbacks(base),
             epochs=4,
@@ -207,14 +193,14 @@ class GradualUnfreezerTest(TestCase, parameterized.TestCase):
 
     def test_save_load_mid_schedule_and_continue(self):
         model, base = tiny_model(eager=True)
-        _fit(model, [GradualUnfreezer(tiny_groups(base))], epochs=2)
+        fit(model, [GradualUnfreezer(tiny_groups(base))], epochs=2)
         moments = _slots(model.optimizer, "d2_kernel")
         self.assertEqual(sorted(moments), ["momentum", "velocity"])
         self.assertGreater(np.abs(moments["momentum"]).sum(), 0)
         path = os.path.join(self.get_temp_dir(), "mid.keras")
         model.save(path)
         reference_model, reference_base = tiny_model(eager=True)
-        _fit(reference_model, [GradualUnfreezer(tiny_groups(reference_base))], epochs=4)
+        fit(reference_model, [GradualUnfreezer(tiny_groups(reference_base))], epochs=4)
 
         with self.assertWarnsRegex(UserWarning, "saved variables aside"):
             loaded = keras.models.load_model(path)
@@ -223,7 +209,7 @@ class GradualUnfreezerTest(TestCase, parameterized.TestCase):
         self.assertEqual(_slots(loaded.optimizer, "d2_kernel").keys(), moments.keys())
         for name, value in _slots(loaded.optimizer, "d2_kernel").items():
             self.assertTrue(np.array_equal(value, moments[name]), name)
-        history = _fit(loaded, [unfreezer], epochs=4, initial_epoch=2)
+        history = fit(loaded, [unfreezer], epochs=4, initial_epoch=2)
         self.assertEqual(history.history["unfreeze_stage"], [2, 3])
         # (A loaded model's variable paths differ; its weights' order does not.)
         for variable, expected in zip(loaded.weights, reference_model.weights):
@@ -235,7 +221,7 @@ class GradualUnfreezerTest(TestCase, parameterized.TestCase):
         try:
             model, base = tiny_model(eager=True)
             self.assertIsInstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
-            history = _fit(
+            history = fit(
                 model,
                 [GradualUnfreezer(tiny_groups(base)), DiscriminativeLR(tiny_groups(base))],
                 epochs=4,
@@ -248,7 +234,7 @@ class GradualUnfreezerTest(TestCase, parameterized.TestCase):
         path = os.path.join(self.get_temp_dir(), "mixed.keras")
         model.save(path)
         loaded = keras.models.load_model(path)
-        history = _fit(
+        history = fit(
             loaded,
             [GradualUnfreezer(tiny_groups(loaded.get_layer("base")))],
             epochs=5,
@@ -259,7 +245,7 @@ class GradualUnfreezerTest(TestCase, parameterized.TestCase):
     def test_tensorboard_scalars_and_text(self):
         log_dir = os.path.join(self.get_temp_dir(), "tb")
         model, base = tiny_model(eager=True)
-        _fit(
+        fit(
             model,
             [
                 GradualUnfreezer(tiny_groups(base), log_dir=log_dir),
@@ -285,7 +271,7 @@ class GradualUnfreezerTest(TestCase, parameterized.TestCase):
         self.assertEqual(config["groups"], [["d0", "bn"], ["d1"], ["d2"]])
         restored = GradualUnfreezer.from_config(config)
         self.assertEqual(restored.get_config(), config)
-        history = _fit(model, [restored], epochs=3)
+        history = fit(model, [restored], epochs=3)
         self.assertEqual(history.history["unfreeze_stage"], [0, 1, 2])
 
     @parameterized.named_parameters(
@@ -307,25 +293,25 @@ class GradualUnfreezerTest(TestCase, parameterized.TestCase):
         with self.assertRaisesRegex(ValueError, message):
             GradualUnfreezer(**kwargs)
 
-    def test_invalid_setups_raise_in_fit(self):
+    def test_invalid_setups_raise_infit(self):
         model, base = tiny_model(eager=True)
         other, other_base = tiny_model(eager=True)
         with self.assertRaisesRegex(ValueError, "not part of model"):
-            _fit(model, [GradualUnfreezer(tiny_groups(other_base))], epochs=1)
+            fit(model, [GradualUnfreezer(tiny_groups(other_base))], epochs=1)
         with self.assertRaisesRegex(ValueError, "which model 'model' has 0 times"):
-            _fit(model, [GradualUnfreezer([["conv"]])], epochs=1)
+            fit(model, [GradualUnfreezer([["conv"]])], epochs=1)
         with self.assertRaisesRegex(ValueError, "nothing to unfreeze.*train_batchnorm=True"):
-            _fit(model, [GradualUnfreezer([["bn"], ["d1"]])], epochs=1)
+            fit(model, [GradualUnfreezer([["bn"], ["d1"]])], epochs=1)
         multi = keras.optimizers.MultiOptimizer(
             keras.optimizers.OptimizerMap(keras.optimizers.Adam())
         )
         model, base = tiny_model(optimizer=multi, eager=True)
         with self.assertRaisesRegex(ValueError, "cannot drive this one"):
-            _fit(model, [GradualUnfreezer(tiny_groups(base))], epochs=1)
+            fit(model, [GradualUnfreezer(tiny_groups(base))], epochs=1)
         model, base = tiny_model(eager=True)
         model.get_layer("head").trainable = False
         with self.assertRaisesRegex(ValueError, "no head to train in stage 0"):
-            _fit(model, [GradualUnfreezer(tiny_groups(base))], epochs=1)
+            fit(model, [GradualUnfreezer(tiny_groups(base))], epochs=1)
         # Starting at stage 1 needs no head.
-        history = _fit(model, [GradualUnfreezer(tiny_groups(base), schedule=[0])], epochs=1)
+        history = fit(model, [GradualUnfreezer(tiny_groups(base), schedule=[0])], epochs=1)
         self.assertEqual(history.history["unfreeze_stage"], [1])

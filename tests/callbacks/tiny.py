@@ -62,6 +62,21 @@ def tiny_data(n=16, seed=0):
     return x, y
 
 
+def fit(model, callbacks, epochs=1, initial_epoch=0, batch_size=16):
+    """`model.fit` on `tiny_data()`, unshuffled and silent."""
+    x, y = tiny_data()
+    return model.fit(
+        x,
+        y,
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        batch_size=batch_size,
+        shuffle=False,
+        verbose=0,
+        callbacks=callbacks,
+    )
+
+
 def snapshot(model):
     return {v.path: keras.ops.convert_to_numpy(v).copy() for v in model.weights}
 
