@@ -512,6 +512,22 @@ def apply_lora(
         `(model, changed)`: the model (a new one when top-level layers of a
         Sequential or Functional model were replaced; otherwise the same
         object, modified in place) and the list of changed layer paths.
+
+    The result saves whole with `model.save("....keras")` and loads with
+    `keras.models.load_model` (after `import keras_transfer`), LoRA weights,
+    frozen/trainable state and optimizer state included, also when the
+    changed layers sit inside a keras-hub backbone: the backbone then
+    saves as `keras_transfer>PEFTModel` (see the module docstring) and
+    becomes a plain keras-hub backbone again after `merge_lora`.
+
+    Example:
+
+    ```python
+    encoder = keras_transfer.backbones.minilm(sequence_length=64)
+    encoder, changed = keras_transfer.strategies.apply_lora(
+        encoder, lora_rank=8, targets=r"self_attention_layer/(query|value)$"
+    )
+    ```
     """
     kwargs = dict(
         lora_rank=lora_rank,
@@ -559,7 +575,8 @@ def add_adapters(
 
     Returns:
         `(model, changed)` as in `apply_lora`. Each targeted layer is
-        replaced by `keras.Sequential([layer, Adapter(...)])`.
+        replaced by `keras.Sequential([layer, Adapter(...)])`. Saving works
+        as for `apply_lora`.
     """
     if (targets is None) == (placement is None):
         raise ValueError(

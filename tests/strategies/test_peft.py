@@ -1,4 +1,7 @@
 import os
+import subprocess
+import sys
+import textwrap
 
 import keras
 import numpy as np
@@ -13,6 +16,7 @@ from keras_transfer.strategies import load_peft_weights
 from keras_transfer.strategies import merge_lora
 from keras_transfer.strategies import save_peft_weights
 from keras_transfer.strategies import trainable_summary
+from tests.testing import REPO_ROOT
 from tests.testing import TestCase
 
 QV = r"self_attention_layer/(query|value)$"
@@ -280,6 +284,45 @@ def _fit_and_diff(model, x, y):
     return sorted(p for p in before if not np.array_equal(before[p], after[p]))
 
 
+@pytest.mark.large
+class MiniLMWholeModelTest(TestCase):
+    def test_whole_classifier_save_load_with_pretrained_minilm(self):
+        # The case users have: a classifier around `backbones.minilm`
+        # (plain Functional -> BertBackbone), LoRA inside, saved whole.
+        from keras_transfer.backbones import minilm
+
+        encoder = minilm(sequence_length=16)
+        inputs = {
+            k: keras.Input((16,), dtype="int32", name=k)
+            for k in ("token_ids", "padding_mask")
+        }
+        outputs = keras.layers.Dense(2, name="head")(encoder(inputs))
+        model, changed = apply_lora(
+            keras.Model(inputs, outputs), lora_rank=4, targets=QV
+        )
+        self.assertLen(changed, 12)
+        model.get_layer("head").trainable = True
+        _randomize(model)
+        rng = np.random.default_rng(0)
+        x = {
+            "token_ids": rng.integers(1000, 20000, (2, 16)).astype("int32"),
+            "padding_mask": np.ones((2, 16), "int32"),
+        }
+        path = os.path.join(self.get_temp_dir(), "minilm_lora.keras")
+        model.save(path)
+        loaded = keras.models.load_model(path)
+        self.assertAllClose(loaded(x), model(x), atol=1e-6)
+        expected = _values(model.trainable_weights)
+        got = _values(loaded.trainable_weights)
+        self.assertEqual(sorted(got), sorted(expected))
+        self.assertLen(got, 12 * 2 + 2)
+        for p in got:
+            self.assertAllClose(got[p], expected[p], atol=0)
+        changed = _fit_and_diff(loaded, x, np.ones((2, 2), "float32"))
+        self.assertTrue(set(changed) <= set(got), changed)
+        self.assertTrue(any("lora_kernel_a" in p for p in changed))
+
+
 class WholeModelSaveTest(TestCase):
     """`model.save(".keras")` with surgery inside a keras-hub backbone."""
 
@@ -466,3 +509,72 @@ def keras_hub_bert():
     import keras_hub
 
     return keras_hub.models.BertBackbone
+
+
+JAX_SCRIPT = textwrap.dedent(
+    """
+    import os, sys
+    import keras
+    import numpy as np
+    import keras_transfer  # registers the classes
+
+    assert keras.backend.backend() == "jax", keras.backend.backend()
+    folder = sys.argv[1]
+    rng = np.random.default_rng(0)
+    x = {
+        "token_ids": rng.integers(0, 30, (2, 8)),
+        "segment_ids": np.zeros((2, 8), "int32"),
+        "padding_mask": np.ones((2, 8), "bool"),
+    }
+    numpy = keras.ops.convert_to_numpy
+    # Saved by another process: no PEFT class exists in this one yet.
+    loaded = keras.models.load_model(os.path.join(folder, "m.keras"))
+    expected = np.load(os.path.join(folder, "expected.npy"))
+    diff = np.abs(numpy(loaded(x)["sequence_output"]) - expected).max()
+    assert diff < 1e-5, diff
+    trainable = sorted(v.path for v in loaded.trainable_weights)
+    assert len(trainable) == 2 * 2 * 2 + 2 * 4, trainable
+    model = keras.Model(loaded.input, loaded(loaded.input)["pooled_output"])
+    before = {v.path: numpy(v).copy() for v in model.weights}
+    model.compile(keras.optimizers.SGD(0.1), "mse", run_eagerly=True)
+    model.fit(x, np.ones((2, 8), "float32"), verbose=0)
+    changed = sorted(
+        v.path for v in model.weights if not np.array_equal(before[v.path], numpy(v))
+    )
+    assert changed and set(changed) <= set(trainable), changed
+    path = os.path.join(folder, "jax.keras")
+    loaded.save(path)
+    again = keras.models.load_model(path)
+    diff = np.abs(
+        numpy(again(x)["sequence_output"]) - numpy(loaded(x)["sequence_output"])
+    ).max()
+    assert diff < 1e-6, diff
+    print("OK", len(changed))
+    """
+)
+
+
+@pytest.mark.large
+class JAXTest(TestCase):
+    def test_load_continue_and_save_under_jax(self):
+        # Saved here (any backend), loaded in a fresh JAX process: the
+        # registered name resolves without any PEFT class created there.
+        backbone, _ = apply_lora(_tiny_bert(), lora_rank=2, targets=QV)
+        backbone, _ = add_adapters(backbone, placement="pfeiffer", bottleneck=2)
+        _randomize(backbone)
+        folder = self.get_temp_dir()
+        backbone.save(os.path.join(folder, "m.keras"))
+        np.save(
+            os.path.join(folder, "expected.npy"),
+            keras.ops.convert_to_numpy(backbone(_bert_inputs())["sequence_output"]),
+        )
+        env = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=REPO_ROOT)
+        result = subprocess.run(
+            [sys.executable, "-c", JAX_SCRIPT, folder],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+        self.assertIn("OK", result.stdout)
