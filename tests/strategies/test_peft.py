@@ -445,6 +445,22 @@ class WholeModelSaveTest(TestCase):
         )
         self.assertFalse([v for v in loaded.weights if "lora" in v.path])
 
+    def test_mixed_precision_backbone_save_load(self):
+        backbone, _ = apply_lora(
+            _tiny_bert(dtype="mixed_float16"), lora_rank=2, targets=QV
+        )
+        _randomize(backbone)
+        loaded = self._save_load(backbone)
+        query = loaded.get_layer("transformer_layer_0")._self_attention_layer._query_dense
+        self.assertEqual(query.dtype_policy.name, "mixed_float16")
+        self.assertEqual(query.lora_kernel_a.dtype, "float32")
+        x = _bert_inputs()
+        self.assertAllClose(
+            keras.ops.cast(loaded(x)["sequence_output"], "float32"),
+            keras.ops.cast(backbone(x)["sequence_output"], "float32"),
+            atol=0,
+        )
+
     def test_keras_apis_used_by_the_surgery(self):
         # Guards the private Keras API that `_replace` uses and the
         # registration facts the saved config relies on: fails loudly if
