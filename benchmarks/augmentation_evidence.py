@@ -101,6 +101,7 @@ def run_images(seed, augment, n_train=500, n_test=2000, head_epochs=5, epochs=15
     model = keras_transfer.strategies.build_classifier(base, num_classes=10, dropout=0.2)
     keras_transfer.strategies.fit_feature_extraction(
         base, model.get_layer("head"), ds, epochs=head_epochs, cache=False,
+        shuffle=False,  # the dataset reshuffles itself every epoch
         optimizer=keras.optimizers.Adam(1e-3), verbose=verbose,
     )
     keras_transfer.strategies.unfreeze_base(base)
