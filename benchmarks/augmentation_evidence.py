@@ -91,6 +91,10 @@ def run_images(seed, augment, n_train=500, n_test=2000, head_epochs=5, epochs=15
     (x, y), (x_test, y_test) = image_data(seed, n_train, n_test)
     if augment:
         x = np.pad(x, ((0, 0), (PAD, PAD), (PAD, PAD), (0, 0)))
+    # tf.data's `shuffle(seed=...)` and `Dataset.random(seed)` also depend on
+    # TensorFlow's global seed: set it first, or the two runs of a seed would
+    # shuffle differently.
+    keras.utils.set_random_seed(seed)
     ds = image_augmentation(seed, augment).dataset(x, y, batch_size=32)
     start = time.time()
     keras.utils.set_random_seed(seed)
@@ -182,6 +186,7 @@ def small_cnn(input_shape):
 def run_audio(seed, augment, clips_per_digit=20, epochs=40, test_clips=None, verbose=0):
     """Returns (unseen-speaker accuracy, train accuracy of the last epoch, seconds)."""
     (x, y), (x_test, y_test), log_mel = audio_data(seed, clips_per_digit, test_clips=test_clips)
+    keras.utils.set_random_seed(seed)  # before the dataset, as in run_images
     ds = audio_augmentation(seed, augment).dataset(
         x, y, length=AUDIO_LENGTH, batch_size=32, features=log_mel
     )
