@@ -30,7 +30,9 @@ import os
 import platform
 import statistics
 import sys
+import threading
 import time
+import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -51,25 +53,26 @@ FSDD = os.path.join(
 
 
 def backbone():
-    try:
-        from keras_transfer.backbones import efficientnet_lite0
+    from keras_transfer.backbones import efficientnet_lite0
 
-        try:
-            model = efficientnet_lite0(weights=None, include_top=False, pooling="avg")
-        except Exception:
-            model = efficientnet_lite0(weights="imagenet", include_top=False, pooling="avg")
-        return model, "EfficientNet-Lite0 (keras_transfer.backbones)"
-    except Exception:  # not merged yet
-        model = keras.applications.EfficientNetB0(
-            weights=None, include_top=False, pooling="avg", input_shape=(224, 224, 3)
-        )
-        return model, "EfficientNetB0 (keras.applications, stand-in: Lite0 not merged yet)"
+    model = efficientnet_lite0(
+        weights="imagenet", include_top=False, pooling="avg", input_shape=(224, 224, 3)
+    )
+    return model, "EfficientNet-Lite0 (keras_transfer.backbones, ImageNet weights, frozen)"
 
 
-def rate(fn, count):
+LOADS = {}
+
+
+def rate(fn, count, name=None):
+    """Items/s of one run of `fn`; records the 1-min load before and after."""
+    before = os.getloadavg()[0]
     start = time.perf_counter()
     fn()
-    return count / (time.perf_counter() - start)
+    value = count / (time.perf_counter() - start)
+    if name is not None:
+        LOADS.setdefault(name, []).extend([before, os.getloadavg()[0]])
+    return value
 
 
 def image_benchmark(reps, n=256, batch=32):
@@ -119,9 +122,10 @@ def image_benchmark(reps, n=256, batch=32):
     model.train_on_batch(x, y)
     results = {"ours": [], "keras_batch_map": [], "model": []}
     for _ in range(reps):
-        results["ours"].append(rate(lambda: [None for _ in ours], n))
-        results["model"].append(rate(train, steps * batch))
-        results["keras_batch_map"].append(rate(lambda: [None for _ in plain], n))
+        results["ours"].append(rate(lambda: [None for _ in ours], n, "ours"))
+        results["model"].append(rate(train, steps * batch, "model"))
+        results["keras_batch_map"].append(
+            rate(lambda: [None for _ in plain], n, "keras_batch_map"))
     return results, base_name
 
 
@@ -186,6 +190,33 @@ def _np_augment_fused(x, seed):
     return _np_noise(x, rng)
 
 
+_AUDIOMENTATIONS = threading.local()
+
+
+def _audiomentations(method):
+    """audiomentations' TimeStretch, PitchShift and AddGaussianSNR, one
+    `Compose` per thread (it keeps its random parameters on the object)."""
+
+    def augment(x, seed):
+        compose = getattr(_AUDIOMENTATIONS, method, None)
+        if compose is None:
+            import audiomentations as A
+
+            compose = A.Compose([
+                A.TimeStretch(min_rate=0.8, max_rate=1.25, leave_length_unchanged=False,
+                              method=method, p=1.0),
+                A.PitchShift(min_semitones=-2, max_semitones=2, method=method, p=1.0),
+                A.AddGaussianSNR(min_snr_db=5, max_snr_db=20, p=1.0),
+            ])
+            setattr(_AUDIOMENTATIONS, method, compose)
+        with warnings.catch_warnings():
+            # librosa warns that n_fft=2048 exceeds short clips; it pads them.
+            warnings.simplefilter("ignore")
+            return compose(samples=x, sample_rate=8000).astype("float32")
+
+    return augment
+
+
 def audio_benchmark(reps, n=300, length=8000, batch=32):
     files = sorted(glob.glob(os.path.join(FSDD, "*.wav")))[:: 3000 // n][:n]
     clips = []
@@ -219,13 +250,21 @@ def audio_benchmark(reps, n=300, length=8000, batch=32):
         "numpy": numpy_dataset(_np_augment),
         "numpy_fused": numpy_dataset(_np_augment_fused),
     }
+    try:
+        import audiomentations  # noqa: F401
+
+        contenders["audiomentations_vocoder"] = numpy_dataset(
+            _audiomentations("librosa_phase_vocoder"))
+        contenders["audiomentations"] = numpy_dataset(_audiomentations("signalsmith_stretch"))
+    except ImportError:
+        print("audiomentations not installed (pip install audiomentations): skipped")
     for ds in contenders.values():
         for _ in ds:
             pass
     results = {name: [] for name in contenders}
     for _ in range(reps):
         for name, ds in contenders.items():
-            results[name].append(rate(lambda: [None for _ in ds], n))
+            results[name].append(rate(lambda: [None for _ in ds], n, "audio_" + name))
     return results
 
 
@@ -365,6 +404,8 @@ def reproducibility(n=256):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--audio-reps", type=int, default=7,
+                        help="audio repeats (cheap: ~10 s each)")
     parser.add_argument("--small-data", action="store_true")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=40)
@@ -392,26 +433,58 @@ def main():
         return
     load = os.getloadavg()
     image, base_name = image_benchmark(args.reps)
-    audio = audio_benchmark(args.reps)
+    audio = audio_benchmark(args.audio_reps)
     keras_diff, ours_diff = reproducibility()
     load_after = os.getloadavg()
     med = {k: statistics.median(v) for k, v in image.items()}
     amed = {k: statistics.median(v) for k, v in audio.items()}
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"{datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC, load before {load[0]:.2f}/{load[1]:.2f}, "
-          f"after {load_after[0]:.2f}/{load_after[1]:.2f}, reps {args.reps}, "
+          f"after {load_after[0]:.2f}/{load_after[1]:.2f}, reps {args.reps} (audio {args.audio_reps}), "
           f"keras {keras.__version__}, tf {tf.__version__}")
     print(f"model: {base_name}")
-    print("| contender | rate (median) | all reps | ratio |")
-    print("|---|---|---|---|")
+    print("| contender | rate (median) | all reps | ratio | 1-min load (min-max) |")
+    print("|---|---|---|---|---|")
     fmt = lambda v: ", ".join(f"{x:.1f}" for x in v)
-    print(f"| ImageAugmentation.dataset, images/s | {med['ours']:.1f} | {fmt(image['ours'])} | {med['ours'] / med['model']:.2f}x the model |")
-    print(f"| Keras layers, batch map, images/s | {med['keras_batch_map']:.1f} | {fmt(image['keras_batch_map'])} | {med['keras_batch_map'] / med['model']:.2f}x the model |")
-    print(f"| feature-extraction train step, images/s | {med['model']:.1f} | {fmt(image['model'])} | 1 |")
-    print(f"| AudioAugmentation.dataset, clips/s | {amed['ours']:.1f} | {fmt(audio['ours'])} | {amed['ours'] / amed['numpy']:.2f}x NumPy |")
-    print(f"| per-sample NumPy via tf.numpy_function, separate ops (as audiomentations), clips/s | {amed['numpy']:.1f} | {fmt(audio['numpy'])} | 1 |")
-    print(f"| per-sample NumPy via tf.numpy_function, fused vocoder pass, clips/s | {amed['numpy_fused']:.1f} | {fmt(audio['numpy_fused'])} | {amed['numpy_fused'] / amed['numpy']:.2f}x NumPy (ours is {amed['ours'] / amed['numpy_fused']:.2f}x this) |")
 
+    def load(name):
+        values = LOADS.get(name, [float("nan")])
+        return f"{min(values):.1f}-{max(values):.1f}"
+
+    def row(label, results, medians, name, ratio, key=None):
+        print(f"| {label} | {medians[name]:.1f} | {fmt(results[name])} | {ratio} | "
+              f"{load(key or name)} |")
+
+    row("ImageAugmentation.dataset, images/s", image, med, "ours",
+        f"{med['ours'] / med['model']:.2f}x the model")
+    row("Keras layers, batch map, images/s", image, med, "keras_batch_map",
+        f"{med['keras_batch_map'] / med['model']:.2f}x the model")
+    row("feature-extraction train step, images/s", image, med, "model", "1")
+    a = lambda name: f"audio_{name}"
+    row("AudioAugmentation.dataset, clips/s", audio, amed, "ours",
+        f"{amed['ours'] / amed['numpy']:.2f}x NumPy", a("ours"))
+    row("per-sample NumPy via tf.numpy_function, separate ops, clips/s", audio, amed,
+        "numpy", "1", a("numpy"))
+    row("per-sample NumPy via tf.numpy_function, fused vocoder pass, clips/s", audio, amed,
+        "numpy_fused", f"{amed['numpy_fused'] / amed['numpy']:.2f}x NumPy "
+        f"(ours is {amed['ours'] / amed['numpy_fused']:.2f}x this)", a("numpy_fused"))
+    for name, label in (
+        ("audiomentations_vocoder",
+         "audiomentations (librosa_phase_vocoder) via tf.numpy_function, clips/s"),
+        ("audiomentations",
+         "audiomentations (default: signalsmith_stretch, C++) via tf.numpy_function, clips/s"),
+    ):
+        if name in amed:
+            row(label, audio, amed, name, f"{amed[name] / amed['numpy']:.2f}x NumPy "
+                f"(ours is {amed['ours'] / amed[name]:.2f}x this)", a(name))
+
+    # Paired within each rep (contenders ran back to back): robust to the
+    # load drifting between reps.
+    paired = lambda a, b: statistics.median(x / y for x, y in zip(a, b))
+    print(f"paired per-rep ratios (median): images ours/model "
+          f"{paired(image['ours'], image['model']):.2f}x; audio ours/" + "; ours/".join(
+              f"{name} {paired(audio['ours'], audio[name]):.2f}x"
+              for name in audio if name != "ours"))
     print(f"reproducibility, 256 images, same seed, fresh layers, parallel per-example map: "
           f"Keras layers {keras_diff}/256 images differ between runs; ImageAugmentation.dataset {ours_diff}/256")
 
