@@ -69,6 +69,23 @@ class LoRADenseTest(TestCase):
         self.assertAllClose(lora.base_layer.kernel, kernel, atol=0)
         self.assertGreater(np.abs(keras.ops.convert_to_numpy(lora.lora_kernel_b)).max(), 0)
 
+    def test_setting_trainable_keeps_the_kernel_frozen(self):
+        dense = keras.layers.Dense(3)
+        dense.build((None, 4))
+        layer = LoRADense.from_layer(dense, lora_rank=2, train_bias=False)
+        layer.trainable = False
+        self.assertEqual(layer.trainable_weights, [])
+        # `Layer.trainable = True` would unfreeze every weight; ours keeps
+        # the pretrained kernel (and, here, the bias) frozen.
+        layer.trainable = True
+        self.assertEqual(
+            sorted(v.name for v in layer.trainable_weights),
+            ["lora_kernel_a", "lora_kernel_b"],
+        )
+        model = keras.Sequential([keras.Input((4,)), layer])
+        model.trainable = True
+        self.assertLen(model.trainable_weights, 2)
+
     def test_dropout_only_in_training(self):
         _, lora = _lora(lora_dropout=0.5)
         lora.lora_kernel_b.assign(np.ones((2, 4), "float32"))

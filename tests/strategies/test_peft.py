@@ -77,6 +77,17 @@ class ApplyLoRATest(TestCase):
         self.assertEqual(rows["norm"], (0, 10))
         self.assertEqual(rows["d1"], (22, 22 + 35))
 
+    def test_frozen_model_gets_trainable_lora(self):
+        # The common recipe: freeze the base, then add LoRA.
+        backbone = _tiny_bert()
+        backbone.trainable = False
+        apply_lora(backbone, lora_rank=2, targets=QV)
+        self.assertEqual(
+            sorted(v.path for v in backbone.trainable_weights),
+            sorted(v.path for v in backbone.weights if "lora_kernel" in v.path),
+        )
+        self.assertLen(backbone.trainable_weights, 8)
+
     def test_sequential_save_load_continue(self):
         model = keras.Sequential(
             [keras.Input((6,)), keras.layers.Dense(5, name="a"), keras.layers.Dense(2, name="b")]
