@@ -62,7 +62,11 @@ def stateless_seeds(layers, seed_tensor):
 
 
 def seed_pairs(seed):
-    """A `tf.data` stream of int64 seed pairs, new each epoch, fixed by `seed`."""
+    """A `tf.data` stream of int64 seed pairs, new each epoch, fixed by `seed`.
+
+    `Dataset.random` also folds in TensorFlow's global seed (as every seeded
+    TF op does), so the stream is fixed by `seed` *and* the global seed at
+    the time the dataset is built."""
     import tensorflow as tf
 
     return tf.data.Dataset.random(

@@ -376,7 +376,9 @@ class AudioAugmentation:
     amount drawn uniformly from its range. Every draw derives from a
     per-example stateless seed, so `dataset()` gives the same examples from
     run to run for a fixed `seed`, even with a parallel map, and new draws at
-    each epoch.
+    each epoch. (The seed stream and the shuffle also depend on TensorFlow's
+    global seed, as every seeded `tf.data` op does: set it the same way, e.g.
+    `keras.utils.set_random_seed(0)`, before building the dataset.)
 
     Args:
         snr_db: None (off), a number or a `(low, high)` range in dB.

@@ -90,7 +90,10 @@ class ImageAugmentation(keras.layers.Layer):
     `dataset()` gives every example its own seed from a counter-based stream
     fixed by `seed`, so the output is the same from one run to the next even
     with parallel map, which Keras's stateful seed generators do not
-    guarantee; each epoch still draws new augmentations.
+    guarantee; each epoch still draws new augmentations. (Like every seeded
+    `tf.data` op, the stream and the shuffle also depend on TensorFlow's
+    global seed: set it the same way, e.g. `keras.utils.set_random_seed(0)`,
+    *before* building the dataset, for identical runs in one process.)
 
     Args:
         zoom: None (off), a number `r` in (0, 2], or a pair `(low, high)`

@@ -149,7 +149,9 @@ class TextAugmentation:
     deleted, so "not good" cannot become "good". Matching ignores case and
     punctuation around the word. Labels are never touched. All randomness
     comes from a per-example stateless seed, so `dataset()` is reproducible
-    for a fixed `seed` with a parallel map, with new draws each epoch.
+    for a fixed `seed` with a parallel map, with new draws each epoch (given
+    the same TensorFlow global seed, which every seeded `tf.data` op also
+    depends on: e.g. call `keras.utils.set_random_seed(0)` first).
     Back-translation (`keras_transfer.data.BackTranslation`) can be mixed in
     through `dataset(back_translation=...)`.
 

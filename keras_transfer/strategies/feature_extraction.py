@@ -317,7 +317,10 @@ def fit_feature_extraction(
     if cache is False:
         model = _full_model(base, head, augmentation)
         model.compile(**_compile_args(optimizer, loss, metrics))
-        if not _is_tf_dataset(x):
+        if _is_tf_dataset(x):
+            # A dataset shuffles itself; `fit` would only warn and ignore it.
+            del fit_args["shuffle"]
+        else:
             fit_args["batch_size"] = batch_size
         return model.fit(
             x,
