@@ -318,8 +318,9 @@ def fit_feature_extraction(
         model = _full_model(base, head, augmentation)
         model.compile(**_compile_args(optimizer, loss, metrics))
         if _is_tf_dataset(x):
-            # A dataset shuffles itself; `fit` would only warn and ignore it.
-            del fit_args["shuffle"]
+            # A dataset shuffles itself. `fit` ignores `shuffle` there but
+            # warns unless it is False (its default is True).
+            fit_args["shuffle"] = False
         else:
             fit_args["batch_size"] = batch_size
         return model.fit(

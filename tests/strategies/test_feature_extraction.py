@@ -1,4 +1,5 @@
 import os
+import warnings
 
 import keras
 import numpy as np
@@ -64,6 +65,19 @@ class FeatureExtractionTest(TestCase):
         for a, b in zip(cached_w, naive_w):
             self.assertAllClose(a, b, atol=1e-6, rtol=1e-6)
         self.assertAllClose(cached["loss"], naive["loss"], atol=1e-6)
+
+    def test_base_in_the_loop_on_a_dataset_does_not_warn_about_shuffle(self):
+        # `fit` warns "shuffle=True was passed, but will be ignored" for a
+        # dataset unless shuffle=False; the dataset shuffles itself.
+        x, y = tiny_data(n=12)
+        dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(6)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fit_feature_extraction(
+                tiny_base(), tiny_head(), dataset, epochs=1, cache=False, verbose=0
+            )
+        shuffle_warnings = [w for w in caught if "shuffle" in str(w.message)]
+        self.assertEqual(shuffle_warnings, [])
 
     def test_base_is_frozen_and_unchanged(self):
         base = tiny_base()
