@@ -101,8 +101,12 @@ def image_augmentation(seed, augment, rotation=0.025):
     )
 
 
-def fit_efficientnet(ds, head_epochs, epochs, verbose=0):
-    """EfficientNet-Lite0 at 64 px: head on the frozen base, then block7a + top."""
+def fit_efficientnet(
+    ds, head_epochs, epochs, verbose=0, loss="sparse_categorical_crossentropy",
+    unfreeze=("block7a_", "top_"),
+):
+    """EfficientNet-Lite0 at 64 px: head on the frozen base, then the layers
+    whose names start with `unfreeze` (block7a + top by default)."""
     base = keras_transfer.backbones.efficientnet_lite0(
         weights="imagenet", include_top=False, pooling="avg",
         input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3),
@@ -111,13 +115,13 @@ def fit_efficientnet(ds, head_epochs, epochs, verbose=0):
     keras_transfer.strategies.fit_feature_extraction(
         base, model.get_layer("head"), ds, epochs=head_epochs, cache=False,
         shuffle=False,  # the dataset reshuffles itself every epoch
-        optimizer=keras.optimizers.Adam(1e-3), verbose=verbose,
+        optimizer=keras.optimizers.Adam(1e-3), loss=loss, verbose=verbose,
     )
     keras_transfer.strategies.unfreeze_base(base)
     for layer in base.layers:
-        if not layer.name.startswith(("block7a_", "top_")):
+        if not layer.name.startswith(tuple(unfreeze)):
             layer.trainable = False
-    model.compile(keras.optimizers.Adam(1e-4), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(keras.optimizers.Adam(1e-4), loss, metrics=["accuracy"])
     history = model.fit(  # shuffle=False: the dataset reshuffles itself every epoch
         ds, initial_epoch=head_epochs, epochs=head_epochs + epochs, shuffle=False, verbose=verbose
     )

@@ -112,21 +112,7 @@ def run_image(seed, kwargs, n_train, head_epochs, epochs, unfreeze):
     )
     loss = "categorical_crossentropy" if mixing else "sparse_categorical_crossentropy"
     keras.utils.set_random_seed(seed)
-    base = keras_transfer.backbones.efficientnet_lite0(
-        weights="imagenet", include_top=False, pooling="avg",
-        input_shape=(evidence.IMAGE_SIZE, evidence.IMAGE_SIZE, 3),
-    )
-    model = keras_transfer.strategies.build_classifier(base, num_classes=10, dropout=0.2)
-    keras_transfer.strategies.fit_feature_extraction(
-        base, model.get_layer("head"), ds, epochs=head_epochs, cache=False, shuffle=False,
-        optimizer=keras.optimizers.Adam(1e-3), loss=loss, verbose=0,
-    )
-    keras_transfer.strategies.unfreeze_base(base)
-    for layer in base.layers:
-        if not layer.name.startswith(unfreeze):
-            layer.trainable = False
-    model.compile(keras.optimizers.Adam(1e-4), loss, metrics=["accuracy"])
-    model.fit(ds, initial_epoch=head_epochs, epochs=head_epochs + epochs, shuffle=False, verbose=0)
+    model, _ = evidence.fit_efficientnet(ds, head_epochs, epochs, loss=loss, unfreeze=unfreeze)
     predicted = model.predict(x_val, batch_size=128, verbose=0).argmax(-1)
     return float((predicted == y_val).mean())
 
