@@ -44,3 +44,12 @@ def trainable_capable(layer):
             seen.add(id(variable))
             result.append(variable)
     return result
+
+
+def layer_seed_generator(layer):
+    """The seed generator a Keras random preprocessing layer draws from now.
+
+    Inside `tf.data` under another backend this is a TensorFlow generator, not
+    `layer.generator`; Keras's own layers pick it this way.
+    """
+    return layer._get_seed_generator(layer.backend._backend)

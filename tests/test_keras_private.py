@@ -74,3 +74,11 @@ class KerasPrivateTest(TestCase):
             [id(v) for v in capable],
             sorted((id(v) for v in capable), key=order.index),
         )
+
+    def test_layer_seed_generator_draws_like_the_layer(self):
+        layer = keras.layers.RandomHue(0.5, value_range=(0, 255), seed=3)
+        generator = _keras_private.layer_seed_generator(layer)
+        self.assertIsInstance(generator, keras.random.SeedGenerator)
+        draws = keras.random.uniform((4,), seed=generator)
+        self.assertEqual(tuple(draws.shape), (4,))
+

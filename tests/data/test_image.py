@@ -1,3 +1,4 @@
+import colorsys
 import os
 
 import keras
@@ -50,6 +51,17 @@ def _ramp(n, size=16, channels=1):
     """Images whose value is the column index: bilinear zoom keeps them linear."""
     ramp = np.broadcast_to(np.arange(size, dtype="float32")[None, :, None], (size, size, channels))
     return np.broadcast_to(ramp, (n, size, size, channels)).copy()
+
+
+def _hsv_reference(image, saturation_scale, hue_shift, value_range=(0.0, 255.0)):
+    """Per-pixel `colorsys` (float64): scale S (clipped to [0, 1]), turn H."""
+    low, high = value_range
+    out = np.zeros(image.shape, "float64")
+    for index in np.ndindex(image.shape[:-1]):
+        h, s, v = colorsys.rgb_to_hsv(*((image[index] - low) / (high - low)))
+        rgb = colorsys.hsv_to_rgb((h + hue_shift) % 1.0, min(1.0, s * saturation_scale), v)
+        out[index] = np.array(rgb) * (high - low) + low
+    return out
 
 
 class ImageAugmentationTest(TestCase):
@@ -279,3 +291,48 @@ class ImageAugmentationTest(TestCase):
         # Inference is the centre crop, with no random change.
         aug = model.layers[1]
         self.assertAllClose(aug(x_train, training=False), x_train[:, 1:7, 1:7])
+
+    def test_saturation_matches_colorsys_and_stays_in_range(self):
+        # factor 0.8 scales saturation by 0.8 / 0.2 = 4. Keras's own
+        # RandomSaturation clips the result to value_range (0, 255) instead
+        # of [0, 1] and returns (200, -200, -400) for (200, 100, 50); fully
+        # saturated at the same hue (20 degrees) and value it is (200, 66.7, 0).
+        images = np.concatenate([
+            np.array([[[[200, 100, 50]]]], "uint8").repeat(4, 1).repeat(4, 2),
+            _images(n=3, size=4),
+        ])
+        aug = ImageAugmentation(flip=None, saturation=(0.8, 0.8), seed=0)
+        out, _ = _collect(aug.dataset(images, np.zeros(4), batch_size=4, shuffle=False))
+        expected = np.stack([_hsv_reference(i.astype("float64"), 4.0, 0.0) for i in images])
+        self.assertAllClose(out, expected, atol=2e-3)
+        self.assertGreaterEqual(out.min(), 0.0)
+        self.assertLessEqual(out.max(), 255.0)
+        self.assertAllClose(out[0, 0, 0], [200.0, 200.0 / 3.0, 0.0], atol=1e-3)
+
+    def test_saturation_and_hue_together_match_colorsys(self):
+        # Hue factor 0.3: a turn of +-0.15, the sign drawn per image.
+        images = _images(n=6, size=5)
+        aug = ImageAugmentation(flip=None, saturation=(0.25, 0.25), hue=(0.3, 0.3), seed=1)
+        out, _ = _collect(aug.dataset(images, np.zeros(6), batch_size=6, shuffle=False))
+        signs = []
+        for image, result in zip(images.astype("float64"), out):
+            errors = {
+                sign: np.abs(result - _hsv_reference(image, 0.25 / 0.75, sign * 0.15)).max()
+                for sign in (-1, 1)
+            }
+            sign = min(errors, key=errors.get)
+            self.assertLess(errors[sign], 2e-3)
+            signs.append(sign)
+        self.assertEqual(len(set(signs)), 2)  # both directions were drawn
+
+    def test_hue_alone_equals_keras_random_hue(self):
+        from keras_transfer.data.image import RandomSaturationHue
+
+        images = _images(n=4, size=6).astype("float32")
+        keras_out = keras.layers.RandomHue((0.3, 0.3), value_range=(0, 255), seed=3)(
+            images, training=True
+        )
+        ours = RandomSaturationHue(None, (0.3, 0.3), value_range=(0, 255), seed=3)(
+            images, training=True
+        )
+        self.assertAllClose(ours, keras_out, atol=1e-4)
