@@ -96,12 +96,23 @@ class RandomSaturationHue(keras.layers.RandomHue):
             seed=seed,
             **kwargs,
         )
+        self.saturation_factor = saturation_factor
+        self.hue_factor = hue_factor
         self.saturation = (
             None
             if saturation_factor is None
             else keras.layers.RandomSaturation(saturation_factor).factor
         )
         self.use_hue = hue_factor is not None
+
+    def get_config(self):
+        config = super().get_config()
+        del config["factor"]
+        return {
+            **config,
+            "saturation_factor": self.saturation_factor,
+            "hue_factor": self.hue_factor,
+        }
 
     def get_random_transformation(self, data, training=True, seed=None):
         images = data["images"] if isinstance(data, dict) else data

@@ -336,3 +336,12 @@ class ImageAugmentationTest(TestCase):
             images, training=True
         )
         self.assertAllClose(ours, keras_out, atol=1e-4)
+
+    def test_saturation_hue_layer_config_round_trip(self):
+        from keras_transfer.data.image import RandomSaturationHue
+
+        layer = RandomSaturationHue((0.3, 0.7), 0.2, value_range=(0, 255), seed=5)
+        clone = RandomSaturationHue.from_config(layer.get_config())
+        images = _images(n=3, size=5).astype("float32")
+        self.assertAllClose(clone(images, training=True), layer(images, training=True))
+
