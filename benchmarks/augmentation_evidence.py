@@ -224,11 +224,15 @@ def audio_data(seed, clips_per_digit, path=FSDD_PATH, test_clips=None):
         keep = np.sort(np.random.default_rng(0).choice(len(y_test), test_clips, replace=False))
         x_test, y_test = [x_test[i] for i in keep], y_test[keep]
     log_mel = _log_mel()
-    test = np.zeros((len(x_test), AUDIO_LENGTH), "float32")
-    for row, clip in zip(test, x_test):
+    return (x, y[chosen]), (log_mel_features(x_test, log_mel), y_test), log_mel
+
+
+def log_mel_features(clips, log_mel):
+    """Clips cut / zero-padded to `AUDIO_LENGTH`, then `log_mel`: (N, frames, 40)."""
+    fixed = np.zeros((len(clips), AUDIO_LENGTH), "float32")
+    for row, clip in zip(fixed, clips):
         row[: min(AUDIO_LENGTH, len(clip))] = clip[:AUDIO_LENGTH]
-    test = np.stack([log_mel(t).numpy() for t in test])
-    return (x, y[chosen]), (test, y_test), log_mel
+    return np.stack([log_mel(row).numpy() for row in fixed])
 
 
 def audio_augmentation(seed, augment):

@@ -137,10 +137,7 @@ def audio_data(seed, clips_per_digit=20):
         for i in rng.choice(np.flatnonzero((s == speaker) & (y == d)), clips_per_digit, replace=False)
     ])
     val = np.flatnonzero(s == held_out)
-    clips = np.zeros((len(val), evidence.AUDIO_LENGTH), "float32")
-    for row, i in zip(clips, val):
-        row[: min(evidence.AUDIO_LENGTH, len(x[i]))] = x[i][: evidence.AUDIO_LENGTH]
-    x_val = np.stack([log_mel(c).numpy() for c in clips])
+    x_val = evidence.log_mel_features([x[i] for i in val], log_mel)
     train = [np.pad(x[i], (0, max(0, 512 - len(x[i])))) for i in chosen]
     return (train, y[chosen]), (x_val, y[val]), log_mel
 

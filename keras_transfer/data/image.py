@@ -103,7 +103,6 @@ class RandomSaturationHue(keras.layers.RandomHue):
             if saturation_factor is None
             else keras.layers.RandomSaturation(saturation_factor).factor
         )
-        self.use_hue = hue_factor is not None
 
     def get_config(self):
         config = super().get_config()
@@ -121,7 +120,7 @@ class RandomSaturationHue(keras.layers.RandomHue):
         if seed is None:
             seed = layer_seed_generator(self)
         transformation = {}
-        if self.use_hue:
+        if self.hue_factor is not None:
             transformation["hue"] = super().get_random_transformation(
                 images, training=training, seed=seed
             )["factor"]
