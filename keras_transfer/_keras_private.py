@@ -53,3 +53,53 @@ def layer_seed_generator(layer):
     `layer.generator`; Keras's own layers pick it this way.
     """
     return layer._get_seed_generator(layer.backend._backend)
+
+
+def replace_sublayer(parent, attr, index, old, new):
+    """Puts `new` where `old` is on `parent` (`parent.attr` or
+    `parent.attr[index]`).
+
+    The old layer must leave `parent._tracker` (or its weights would be
+    listed twice) and the tracker, locked after `build`, must accept the new
+    one. No public API swaps a sublayer of a built layer.
+    """
+    tracker = parent._tracker
+    was_locked = tracker.locked
+    tracker.untrack(old)
+    tracker.unlock()
+    try:
+        if index is None:
+            setattr(parent, attr, new)
+        else:
+            getattr(parent, attr)[index] = new
+            tracker.track(new)
+    finally:
+        if was_locked:
+            tracker.lock()
+
+
+def replace_graph_node(model, old, new):
+    """Makes the graph of Functional `model` call `new` where it calls `old`.
+
+    For Functional subclasses (keras-hub backbones) that `clone_model`
+    cannot rebuild; they serialize their constructor arguments, not their
+    graph, so only calling (the nodes' `operation`) and tracking (the
+    operation lists and `_tracker`) need to change.
+    """
+    for depth, nodes in model._nodes_by_depth.items():
+        for node in nodes:
+            if node.operation is old:
+                node.operation = new
+    model._operations = [new if op is old else op for op in model._operations]
+    for depth, ops in model._operations_by_depth.items():
+        model._operations_by_depth[depth] = [
+            new if op is old else op for op in ops
+        ]
+    # In place in the tracked list: `model.weights` keeps its order.
+    model._tracker.replace_tracked_value("layers", old, new)
+
+
+def compile_arguments(model):
+    """The keyword arguments of the last `model.compile(...)` call, as given
+    (objects, not their serialized configs)."""
+    return dict(model._compile_config.config)

@@ -6,6 +6,7 @@ the name of the helper that needs mending.
 """
 
 import keras
+import numpy as np
 
 from keras_transfer import _keras_private
 from tests.testing import TestCase
@@ -82,3 +83,56 @@ class KerasPrivateTest(TestCase):
         draws = keras.random.uniform((4,), seed=generator)
         self.assertEqual(tuple(draws.shape), (4,))
 
+
+    def test_replace_sublayer_swaps_attribute_and_tracking(self):
+        model = nested_model()
+        block = model.get_layer("inner").get_layer("block")
+        old = block.dense
+        new = keras.layers.Dense(3, name="new_dense")
+        new.build((None, 4))
+        _keras_private.replace_sublayer(block, "dense", None, old, new)
+        self.assertIs(block.dense, new)
+        ids = {id(v) for v in model.weights}
+        self.assertIn(id(new.kernel), ids)
+        self.assertNotIn(id(old.kernel), ids)
+        self.assertTrue(block._tracker.locked)
+        x = np.ones((2, 4), "float32")
+        expected = (x @ keras.ops.convert_to_numpy(new.kernel)) * 1.0
+        bn = block.bn
+        expected = (expected - 0.0) / np.sqrt(1.0 + bn.epsilon)
+        got = keras.ops.convert_to_numpy(block(x))
+        self.assertAllClose(got, expected, atol=1e-5)
+
+    def test_replace_graph_node_calls_the_new_layer_in_place(self):
+        inputs = keras.Input((4,))
+        old = keras.layers.Dense(3, name="d")
+        outputs = keras.layers.Dense(2, name="top")(old(inputs))
+
+        class Sub(keras.Model):  # a Functional subclass, like keras-hub's
+            pass
+
+        model = Sub(inputs, outputs)
+        new = keras.layers.Dense(3, name="d")
+        new.build((None, 4))
+        n_weights = len(model.weights)
+        _keras_private.replace_graph_node(model, old, new)
+        self.assertIs(model.layers[1], new)
+        self.assertLen(model.weights, n_weights)
+        self.assertIs(model.weights[0], new.kernel)
+        x = np.ones((2, 4), "float32")
+        top = model.get_layer("top")
+        expected = keras.ops.convert_to_numpy(top(new(x)))
+        self.assertAllClose(model(x), expected, atol=1e-6)
+        self.assertAllClose(model.predict(x, verbose=0), expected, atol=1e-6)
+
+    def test_compile_arguments_are_the_objects_given(self):
+        model = nested_model()
+        optimizer = keras.optimizers.SGD(0.5)
+        loss = keras.losses.MeanAbsoluteError()
+        model.compile(optimizer, loss, metrics=["mae"], run_eagerly=True)
+        arguments = _keras_private.compile_arguments(model)
+        self.assertIs(arguments["optimizer"], optimizer)
+        self.assertIs(arguments["loss"], loss)
+        self.assertEqual(arguments["metrics"], ["mae"])
+        self.assertTrue(arguments["run_eagerly"])
+        model.compile(**arguments)

@@ -38,6 +38,10 @@ class InferenceMode(keras.layers.Layer):
     ```
     """
 
+    # Its config carries the wrapped layer as it is now: PEFT surgery inside
+    # it saves without help (see `keras_transfer._walk`).
+    _serializes_sublayers = True
+
     def __init__(self, layer, **kwargs):
         if not isinstance(layer, keras.layers.Layer):
             raise ValueError(

@@ -5,6 +5,7 @@ import re
 import keras
 import numpy as np
 
+from keras_transfer import _walk
 from keras_transfer._keras_private import trainable_capable
 from keras_transfer._validation import check_int
 
@@ -25,19 +26,7 @@ def _units(model):
     A nested `Sequential` or Functional model is replaced by its own layers; any
     other layer (a keras-hub `TransformerEncoder`, say) is one unit.
     """
-    units = []
-    for layer in model.layers:
-        if isinstance(layer, keras.Model) and hasattr(layer, "layers") and (
-            isinstance(layer, keras.Sequential) or _is_functional(layer)
-        ):
-            units.extend(_units(layer))
-        else:
-            units.append(layer)
-    return units
-
-
-def _is_functional(model):
-    return hasattr(model, "_operations") and hasattr(model, "inputs")
+    return _walk.graph_units(model)
 
 
 def _has_weights(layer):

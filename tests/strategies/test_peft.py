@@ -480,7 +480,7 @@ class WholeModelSaveTest(TestCase):
         tracker = backbone.get_layer("transformer_layer_0")._self_attention_layer._tracker
         for name in ("locked", "lock", "unlock", "track", "untrack"):
             self.assertTrue(hasattr(tracker, name), name)
-        from keras_transfer.strategies.peft import _PEFTOwner
+        from keras_transfer.strategies.peft.owner import PEFTOwner as _PEFTOwner
 
         self.assertEqual(
             keras.saving.get_registered_name(type(backbone)), "keras_transfer>PEFTModel"
@@ -504,12 +504,21 @@ class WholeModelSaveTest(TestCase):
         self.assertIsInstance(loaded.get_layer("block").inner, LoRADense)
         self.assertAllClose(loaded(x), model(x), atol=1e-6)
 
-    def test_graph_node_of_nested_model_raises(self):
+    def test_graph_node_of_nested_model_is_replaced(self):
+        # Used to raise "node of the graph of the nested model".
         inner = _functional()
         inputs = keras.Input((6,))
         outer = keras.Model(inputs, keras.layers.Dense(2, name="top")(inner(inputs)))
-        with self.assertRaisesRegex(ValueError, "node of the graph of the nested model"):
-            apply_lora(outer, lora_rank=2, targets="d1")
+        _randomize(outer)
+        x = np.random.default_rng(0).normal(size=(3, 6)).astype("float32")
+        expected = outer(x)
+        new, changed = apply_lora(outer, lora_rank=2, targets="d1")
+        self.assertEqual(changed, [f"{inner.name}/d1"])
+        self.assertIsInstance(new.layers[1].get_layer("d1"), LoRADense)
+        self.assertAllClose(new(x), expected, atol=1e-6)
+        loaded = self._save_load(new, "nested.keras")
+        self.assertIsInstance(loaded.layers[1].get_layer("d1"), LoRADense)
+        self.assertAllClose(loaded(x), expected, atol=1e-6)
 
 
 @keras.saving.register_keras_serializable(package="keras_transfer_tests")

@@ -1,0 +1,104 @@
+"""`save_peft_weights` / `load_peft_weights`: the weights that train, alone."""
+
+import keras
+import numpy as np
+
+from keras_transfer.layers._lora_base import LoRABase
+from keras_transfer.layers.adapter import Adapter
+from keras_transfer.strategies.peft import surgery
+
+
+def _peft_variables(model, by_name=False):
+    """`{key: variable}` for every LoRA and adapter weight that trains, and
+    every weight of the other layers that train (`trainable_layers`, a head
+    unfrozen by hand), BatchNormalization statistics included.
+
+    Keys are structural keys (see `keras_transfer._walk`); `by_name=True`
+    gives the layer-name paths of files written by earlier versions.
+    """
+    found = {}
+    trains = {id(v) for v in model.trainable_weights}
+    for site in surgery.sites(model):
+        path = site.path if by_name else site.key
+        layer = site.layer
+        if isinstance(layer, LoRABase):
+            variables = [layer.lora_kernel_a, layer.lora_kernel_b]
+            bias = getattr(layer.base_layer, "bias", None)
+            if layer.train_bias and bias is not None:
+                variables.append(bias)
+        elif isinstance(layer, Adapter):
+            variables = layer.weights
+        else:
+            own = surgery.own_weights(layer)
+            if not any(id(v) in trains for v in own):
+                continue
+            variables = own
+        for i, v in enumerate(variables):
+            found[f"{path}/{i}:{v.name}"] = v
+    return found
+
+
+def save_peft_weights(model, filepath):
+    """Saves only the weights that fine-tuning changed to a `.npz` file.
+
+    That is every LoRA and adapter weight, plus every weight of the layers
+    that train besides them (`trainable_layers` of `apply_lora` /
+    `add_adapters`, or a head unfrozen by hand), BatchNormalization
+    statistics included. Load them onto a fresh copy of the base model
+    after the same `apply_lora` / `add_adapters` call with
+    `load_peft_weights`. Weights are keyed by their position in the model
+    (attribute names and layer indices), not by layer names, so the copy
+    may have other auto-generated names (`bert_backbone_1`, ...).
+
+    Raises:
+        ValueError: if `model` has nothing to save, or `filepath` does not
+            end in `.npz`.
+    """
+    variables = _peft_variables(model)
+    if not variables:
+        raise ValueError(
+            f"Model '{model.name}' has no LoRA or adapter weights to save."
+        )
+    if not str(filepath).endswith(".npz"):
+        raise ValueError(
+            "`filepath` must end in `.npz`. "
+            f"Received: filepath={filepath!r}"
+        )
+    np.savez(
+        filepath,
+        **{k: keras.ops.convert_to_numpy(v) for k, v in variables.items()},
+    )
+
+
+def load_peft_weights(model, filepath):
+    """Loads weights saved by `save_peft_weights` into `model`.
+
+    `model` must have the same LoRA layers / adapters (same targets, ranks
+    and bottlenecks) and the same layers training besides them; any
+    missing, extra or mis-shaped weight is an error and nothing is loaded.
+    """
+    variables = _peft_variables(model)
+    with np.load(filepath) as data:
+        stored = dict(data.items())
+    if set(stored) != set(variables):
+        by_name = _peft_variables(model, by_name=True)
+        if set(stored) == set(by_name):
+            variables = by_name
+    missing = sorted(set(variables) - set(stored))
+    extra = sorted(set(stored) - set(variables))
+    if missing or extra:
+        raise ValueError(
+            f"The weights in {filepath!r} do not fit model '{model.name}'. "
+            f"Missing in the file: {missing[:10]}; not in the model: "
+            f"{extra[:10]}. Apply the same `apply_lora`/`add_adapters` "
+            "call (same `trainable_layers`) to the base model before "
+            "loading."
+        )
+    for key, v in variables.items():
+        if tuple(stored[key].shape) != tuple(v.shape):
+            raise ValueError(
+                f"Weight {key!r} has shape {tuple(stored[key].shape)} in "
+                f"{filepath!r} but {tuple(v.shape)} in the model."
+            )
+    for key, v in variables.items():
+        v.assign(stored[key])
