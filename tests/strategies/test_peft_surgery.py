@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from absl.testing import parameterized
 
+from keras_transfer import _walk
 from keras_transfer.layers import Adapter
 from keras_transfer.layers import LoRAConv2D
 from keras_transfer.layers import LoRADense
@@ -360,13 +361,21 @@ class KerasApplicationsTest(TestCase, parameterized.TestCase):
             weights=None, input_shape=(32, 32, 3), classes=4
         )
         supported = (keras.layers.Dense, keras.layers.Conv2D)
+        # ConvNeXt's depthwise convolutions are grouped Conv2D: skipped.
+        # ConvNeXt's downsampling blocks are nested Sequential models.
+        layers = [site.layer for site in _walk.walk(model)]
         expected_count = sum(
-            type(l) in supported for l in model.layers
+            type(l) in supported and getattr(l, "groups", 1) == 1
+            for l in layers
         )
         x = np.random.default_rng(0).uniform(0, 255, (1, 32, 32, 3)).astype("float32")
         expected = numpy(model(x))
         new, changed = apply_lora(model, lora_rank=1)
         self.assertLen(changed, expected_count)
-        lora = [l for l in new.layers if isinstance(l, (LoRADense, LoRAConv2D))]
+        lora = [
+            site.layer
+            for site in _walk.walk(new)
+            if isinstance(site.layer, (LoRADense, LoRAConv2D))
+        ]
         self.assertLen(lora, expected_count)
         self.assertAllClose(new.predict(x, verbose=0), expected, atol=1e-4)

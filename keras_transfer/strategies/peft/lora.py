@@ -17,6 +17,12 @@ LORA_CLASSES = {
 }
 
 
+def _accepts(layer):
+    # LoRA's A B update has no grouped form: ConvNeXt's depthwise Conv2D
+    # (groups > 1) is left alone unless named by a pattern (then an error).
+    return getattr(layer, "groups", 1) == 1
+
+
 def make_lora(layer, **settings):
     return LORA_CLASSES[type(layer)].from_layer(layer, **settings)
 
@@ -57,7 +63,8 @@ def apply_lora(
         lora_rank, lora_alpha, lora_dropout, rank_stabilized, train_bias:
             see `LoRADense`. `lora_rank` must be at most
             min(input size, output size) of every targeted layer.
-        targets: `None` (every `Dense`, `EinsumDense` and `Conv2D` layer),
+        targets: `None` (every `Dense`, `EinsumDense` and `Conv2D` layer;
+            class targets skip grouped convolutions, which LoRA cannot wrap),
             a layer class, a string or a list of them. A string is a
             regular expression searched in the layer's path (e.g.
             `r"self_attention_layer/(query|value)$"`) and must match at
@@ -114,7 +121,9 @@ def apply_lora(
     check_lora_args(lora_rank, lora_alpha, lora_dropout)
     if targets is None:
         targets = list(LORA_CLASSES)
-    chosen = surgery.select(model, targets, set(LORA_CLASSES), "lora")
+    chosen = surgery.select(
+        model, targets, set(LORA_CLASSES), "lora", accepts=_accepts
+    )
     keep = surgery.select_trainable(model, trainable_layers)
     return _finish(
         model,

@@ -71,13 +71,15 @@ def _as_list(targets, name):
     return list(targets)
 
 
-def select(model, targets, supported, kind):
+def select(model, targets, supported, kind, accepts=None):
     """The sites that `targets` choose, each layer once.
 
     A string is a regular expression searched in the layer's path and must
     match at least one layer. Classes select every layer of their type; a
     list of classes must match at least one layer in all (so the default
-    "every supported type" works on a model that has only some of them).
+    "every supported type" works on a model that has only some of them)
+    and skip layers of a supported type that `accepts(layer)` refuses (a
+    grouped convolution); a pattern naming such a layer is an error.
     """
     targets = _as_list(targets, "targets")
     strings = [t for t in targets if isinstance(t, str)]
@@ -89,7 +91,9 @@ def select(model, targets, supported, kind):
         by_string = [t for t in strings if re.search(t, site.path)]
         by_class = classes and isinstance(layer, classes)
         if supported is not None and by_class:
-            by_class = type(layer) in supported
+            by_class = type(layer) in supported and (
+                accepts is None or accepts(layer)
+            )
         if not (by_string or by_class):
             continue
         if kind == "lora" and isinstance(layer, LoRABase):
