@@ -302,6 +302,18 @@ class TrainableLayersTest(TestCase):
         with self.assertRaisesRegex(ValueError, "do not fit"):
             load_peft_weights(other, path)
 
+    def test_freezing_a_trainable_head_warns(self):
+        with self.assertWarnsRegex(
+            UserWarning, r"froze the output layers \['d2'\].*trainable_layers=\['\^d2\$'\]"
+        ):
+            add_adapters(_functional(), targets="^d1$", bottleneck=2)
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            add_adapters(_functional(), targets="^d1$", bottleneck=2, trainable_layers="^d2$")
+            apply_lora(_functional(), lora_rank=2)
+
     def test_merge_restores_trainable_state(self):
         model = keras.Sequential(
             [

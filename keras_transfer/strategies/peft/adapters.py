@@ -93,4 +93,5 @@ def add_adapters(
         owner.record_new(lambda new: {"kind": "adapter", **settings}),
         freeze_others,
         keep,
+        "add_adapters",
     )

@@ -132,16 +132,17 @@ def apply_lora(
         owner.record_new(_lora_entry),
         freeze_others,
         keep,
+        "apply_lora",
     )
 
 
-def _finish(model, chosen, make, record, freeze_others, keep):
+def _finish(model, chosen, make, record, freeze_others, keep, caller):
     """The shared end of `apply_lora` and `add_adapters`."""
     chosen = surgery.without_kept(model, chosen, keep)
     surgery.remember_trainable_state(model)
     new_model = surgery.swap(model, chosen, make, record=record)
     if freeze_others:
-        surgery.freeze_others(new_model, keep)
+        surgery.freeze_others(new_model, keep, caller)
     else:
         for layer in keep:
             layer.trainable = True

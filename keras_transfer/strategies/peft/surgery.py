@@ -17,6 +17,7 @@ same steps:
 import contextlib
 import json
 import re
+import warnings
 
 import keras
 
@@ -309,11 +310,45 @@ def peft_layers(model):
     return [site.layer for site in sites(model) if is_peft(site.layer)]
 
 
-def freeze_others(model, trainable):
-    """Freezes all of `model` but its PEFT layers and `trainable` layers."""
+def freeze_others(model, trainable, caller):
+    """Freezes all of `model` but its PEFT layers and `trainable` layers.
+
+    Warns when this freezes an output layer of a plain Sequential or
+    Functional model that trained before (a new classifier head, which
+    then would never train): `trainable_layers` keeps it trainable.
+    """
     keep = {id(layer) for layer in peft_layers(model)}
     keep.update(id(layer) for layer in trainable)
+    heads = [
+        layer
+        for layer in _output_layers(model)
+        if layer.trainable_weights and not _holds(layer, keep)
+    ]
     freeze_all_but(model, keep)
+    if heads:
+        names = [layer.name for layer in heads]
+        warnings.warn(
+            f"`{caller}(..., freeze_others=True)` froze the output layers "
+            f"{names} of model '{model.name}', which were trainable. If "
+            "they are a new head that must train, pass "
+            f"`trainable_layers={[f'^{n}$' for n in names]!r}`.",
+            stacklevel=3,
+        )
+
+
+def _output_layers(model):
+    if not (_walk.is_graph_model(model) and _walk.can_clone(model)):
+        return []
+    if isinstance(model, keras.Sequential):
+        return model.layers[-1:]
+    names = getattr(model, "output_names", None) or []
+    found = []
+    for name in names:
+        try:
+            found.append(model.get_layer(name))
+        except ValueError:
+            pass
+    return found
 
 
 def trainable_state(model):
