@@ -202,6 +202,26 @@ class NestedTest(TestCase):
         loaded = keras.models.load_model(path)
         self.assertAllClose(loaded(x), new(x), atol=1e-6)
         self.assertLen(loaded.trainable_weights, 6)
+        merged, changed = merge_lora(loaded)
+        self.assertLen(changed, 3)
+        self.assertFalse(
+            [s for s in _walk.walk(merged) if isinstance(s.layer, LoRADense)]
+        )
+        self.assertAllClose(merged(x), new(x), atol=1e-5)
+
+    def test_adapters_inside_nested_sequential(self):
+        model = _nested_sequential()
+        x, _ = _data()
+        expected = numpy(model(x))
+        new, changed = add_adapters(
+            model, targets="s1$", bottleneck=2, trainable_layers="^top$"
+        )
+        self.assertEqual(changed, ["frozen_base/inner_seq/s1"])
+        block = new.get_layer("frozen_base").layer.layers[0]
+        self.assertIsInstance(block.layers[1], Adapter)
+        self.assertAllClose(new(x), expected, atol=1e-6)
+        # The adapter (4 weights) and the head (2) train.
+        self.assertLen(new.trainable_weights, 6)
 
     def test_build_classifier_efficientnet_lite0(self):
         from keras_transfer.backbones import efficientnet_lite0
