@@ -113,6 +113,31 @@ class ReadyAfterSurgeryTest(TestCase, parameterized.TestCase):
             self.assertAllClose(a, b, atol=1e-6)
         self.assertAllClose(model.predict(x, verbose=0), fresh(x), atol=1e-5)
 
+    def test_mixed_precision_schedule_and_step_count_carry_over(self):
+        x, y = _data()
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((6,))
+        h = keras.layers.Dense(5, name="d1", dtype="mixed_float16")(inputs)
+        model = keras.Model(inputs, keras.layers.Dense(3, name="d2")(h))
+        schedule = keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5)
+        model.compile(
+            keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(schedule)),
+            "mse",
+            metrics=["mae"],
+        )
+        model.fit(x, y, batch_size=4, verbose=0)
+        new, _ = apply_lora(model, lora_rank=2, targets="d1", trainable_layers="d2")
+        self.assertIsInstance(new.optimizer, keras.optimizers.LossScaleOptimizer)
+        # The schedule continues from step 2, not from 0.
+        self.assertEqual(int(new.optimizer.iterations), 2)
+        history = new.fit(x, y, batch_size=4, epochs=2, verbose=0)
+        self.assertEqual(int(new.optimizer.iterations), 6)
+        self.assertIn("mae", history.history)
+        self.assertEqual(
+            sorted(v.path for v in new.trainable_weights),
+            ["d1/lora_kernel_a", "d1/lora_kernel_b", "d2/bias", "d2/kernel"],
+        )
+
     def test_adapters_on_used_model_and_merge_on_used_model(self):
         x, y = _data()
         model = _block_model()
