@@ -85,7 +85,9 @@ def apply_lora(
         layers), and so are the graph models holding it. Either way the
         model is ready to use: if it was compiled it is compiled again with
         the same arguments (a fresh copy of its optimizer, at the same step
-        count), and cached predict functions are dropped.
+        count), and cached predict functions are dropped. A compiled
+        model that holds `model` (surgery on a backbone inside a compiled
+        classifier) cannot be found from `model`: compile that one again.
 
     Raises:
         ValueError: no layer matches, a pattern or `trainable_layers` entry
