@@ -124,3 +124,28 @@ class LearningRateControlTest(TestCase, parameterized.TestCase):
             reference, _ = tiny_model(frozen=False, optimizer=keras.optimizers.Adam(scaled), eager=True)
             fit(reference, [], epochs=2)
             self.assertAllClose(got[path], snapshot(reference)[path], atol=1e-7, msg=path)
+
+    def test_one_cycle_drives_every_group_times_its_factor(self):
+        from keras_transfer.optimizers.schedules import OneCycle
+
+        schedule = OneCycle(1e-2, total_steps=8, warmup_steps=2)
+        model, base = tiny_model(frozen=False, optimizer=keras.optimizers.Adam(schedule), eager=True)
+        rates = []
+
+        class AppliedRates(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                optimizer = self.model.optimizer
+                rates.append([float(keras.ops.convert_to_numpy(o.learning_rate)) for o in optimizer.group_optimizers])
+
+        history = fit(
+            model,
+            [DiscriminativeLR(tiny_groups(base), factor=0.5), AppliedRates()],
+            epochs=4,
+            batch_size=8,
+        )
+        # Step s runs every group at OneCycle(s) times its factor
+        # (inner order: d0, d1, d2, head).
+        for step, applied in enumerate(rates):
+            expected = [float(schedule(step)) * f for f in (0.125, 0.25, 0.5, 1.0)]
+            self.assertAllClose(applied, expected, rtol=1e-5, msg=step)
+        self.assertAllClose(history.history["lr_group_1"], [0.25 * float(schedule(s)) for s in (2, 4, 6, 8)])
