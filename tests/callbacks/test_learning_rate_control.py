@@ -149,3 +149,21 @@ class LearningRateControlTest(TestCase, parameterized.TestCase):
             expected = [float(schedule(step)) * f for f in (0.125, 0.25, 0.5, 1.0)]
             self.assertAllClose(applied, expected, rtol=1e-5, msg=step)
         self.assertAllClose(history.history["lr_group_1"], [0.25 * float(schedule(s)) for s in (2, 4, 6, 8)])
+
+    def test_lr_find_on_a_grouped_model_ramps_every_group_and_restores_it(self):
+        from keras_transfer.strategies import lr_find
+        from tests.callbacks.tiny import tiny_data
+
+        model, base = tiny_model(frozen=False, eager=True)
+        fit(model, [DiscriminativeLR(tiny_groups(base), factor=0.5)])
+        optimizer = model.optimizer
+        before = [keras.ops.convert_to_numpy(v).copy() for v in model.variables + optimizer.variables]
+        x, y = tiny_data()
+        found = lr_find(model, (x, y), 1e-4, 1e-1, num_steps=6, batch_size=8, stop_factor=None)
+        self.assertEqual(len(found.learning_rates), 6)
+        after = [keras.ops.convert_to_numpy(v) for v in model.variables + optimizer.variables]
+        for got, value in zip(after, before):
+            self.assertTrue(np.array_equal(got, value))
+        self.assertIs(model.optimizer, optimizer)
+        self.assertAllClose(optimizer.factors, [0.125, 0.25, 0.5, 1.0])
+        # (Its inner rates were restored too: they are optimizer variables.)
