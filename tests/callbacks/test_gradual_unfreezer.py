@@ -214,33 +214,52 @@ class GradualUnfreezerTest(TestCase, parameterized.TestCase):
         for variable, expected in zip(loaded.weights, reference_model.weights):
             self.assertAllClose(variable, expected, atol=1e-6, msg=variable.path)
 
-    def test_plain_fit_after_load_continues_stage_and_rates(self):
+    @parameterized.named_parameters(
+        ("plain", False), ("base_in_inference_mode", True)
+    )
+    def test_plain_fit_after_load_continues_stage_and_rates(self, inference_mode):
         # Regression: a plain `fit` after `load_model` was refused ("was
         # loaded with a model trained with GradualUnfreezer"). Now the saved
         # stage (trainable flags), learning rate schedule, group factors and
-        # slots are in force, and the run equals an uninterrupted one.
+        # slots are in force, and the run equals an uninterrupted one; then
+        # the callbacks, given again, go on to the next stage.
         schedule = keras.optimizers.schedules.CosineDecay(
-            0.0, decay_steps=6, warmup_target=1e-2, warmup_steps=2
+            0.0, decay_steps=8, warmup_target=1e-2, warmup_steps=2
         )
-        callbacks = lambda base: [  # noqa: E731
-            GradualUnfreezer(tiny_groups(base), schedule=[1]),
-            DiscriminativeLR(tiny_groups(base), factor=0.5),
+        # (Layer names: the base of a loaded `InferenceMode` model is not
+        # `get_layer("base")`.)
+        names = [["d0", "bn"], ["d1"], ["d2"]]
+        callbacks = lambda: [  # noqa: E731
+            GradualUnfreezer(names, schedule=[1, 3]),
+            DiscriminativeLR(names, factor=0.5),
         ]
-        reference, base = tiny_model(optimizer=keras.optimizers.Adam(schedule), eager=True)
-        fit(reference, callbacks(base), epochs=3, batch_size=8)
-        model, base = tiny_model(optimizer=keras.optimizers.Adam(schedule), eager=True)
-        fit(model, callbacks(base), epochs=2, batch_size=8)
+        make = lambda: tiny_model(  # noqa: E731
+            optimizer=keras.optimizers.Adam(schedule), eager=True, inference_mode=inference_mode
+        )
+        reference, _ = make()
+        record = EpochSnapshots()
+        fit(reference, callbacks() + [record], epochs=4, batch_size=8)
+        expected = [list(w.values()) for w in record.weights]
+
+        model, _ = make()
+        initial = [keras.ops.convert_to_numpy(v).copy() for v in model.weights]
+        fit(model, callbacks(), epochs=2, batch_size=8)
         path = os.path.join(self.get_temp_dir(), "mid.keras")
         model.save(path)
         loaded = keras.models.load_model(path)
         history = fit(loaded, [], epochs=3, initial_epoch=2, batch_size=8)
         self.assertEqual(len(history.history["loss"]), 1)
         self.assertEqual(int(keras.ops.convert_to_numpy(loaded.optimizer.iterations)), 6)
-        for variable, expected in zip(loaded.weights, reference.weights):
-            self.assertAllClose(variable, expected, atol=1e-6, msg=variable.path)
-        # d0 and d1 (stage 1 trains d2 only) stayed bit-identical.
-        for got, initial in zip(loaded.weights[:2], tiny_model(eager=True)[0].weights[:2]):
-            self.assertTrue(np.array_equal(keras.ops.convert_to_numpy(got), keras.ops.convert_to_numpy(initial)))
+        for variable, value in zip(loaded.weights, expected[2]):
+            self.assertAllClose(variable, value, atol=1e-6, msg=variable.path)
+        # d0 (never unfrozen yet) stayed bit-identical.
+        for got, value in zip(loaded.weights[:2], initial[:2]):
+            self.assertTrue(np.array_equal(keras.ops.convert_to_numpy(got), value))
+        history = fit(loaded, callbacks(), epochs=4, initial_epoch=3, batch_size=8)
+        self.assertEqual(history.history["unfreeze_stage"], [2])
+        self.assertAllClose(history.history["lr_group_1"], [0.25 * float(schedule(8))])
+        for variable, value in zip(loaded.weights, expected[3]):
+            self.assertAllClose(variable, value, atol=1e-6, msg=variable.path)
 
     def test_mixed_precision(self):
         previous = keras.config.dtype_policy()
@@ -261,11 +280,13 @@ class GradualUnfreezerTest(TestCase, parameterized.TestCase):
         path = os.path.join(self.get_temp_dir(), "mixed.keras")
         model.save(path)
         loaded = keras.models.load_model(path)
+        history = fit(loaded, [], epochs=5, initial_epoch=4)
+        self.assertTrue(np.isfinite(history.history["loss"]).all())
         history = fit(
             loaded,
             [GradualUnfreezer(tiny_groups(loaded.get_layer("base")))],
-            epochs=5,
-            initial_epoch=4,
+            epochs=6,
+            initial_epoch=5,
         )
         self.assertTrue(np.isfinite(history.history["loss"]).all())
 
