@@ -349,7 +349,7 @@ class GroupedOptimizer(keras.optimizers.MultiOptimizer):
         # one by one.
         return [
             a for a in super().__dir__()
-            if a not in ("optimizers", "_inner_optimizers")
+            if a not in ("optimizers", "_inner_optimizers", "group_optimizers")
         ]
 
     def get_config(self):
