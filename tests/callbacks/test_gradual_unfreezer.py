@@ -156,12 +156,15 @@ class GradualUnfreezerTest(TestCase, parameterized.TestCase):
             self.assertFalse(np.array_equal(final[path], initial[path]), path)
 
     def test_backup_and_restore_resumes_like_uninterrupted_run(self):
+        schedule = keras.optimizers.schedules.CosineDecay(
+            0.0, decay_steps=8, warmup_target=1e-2, warmup_steps=2
+        )
         callbacks = lambda base: [  # noqa: E731
             GradualUnfreezer(tiny_groups(base)),
             DiscriminativeLR(tiny_groups(base), factor=0.5),
         ]
-        model, base = tiny_model()
-        fit(model, callbacks(base), epochs=4, batch_size=8)
+        model, base = tiny_model(optimizer=keras.optimizers.Adam(schedule))
+        uninterrupted = fit(model, callbacks(base), epochs=4, batch_size=8)
         expected = snapshot(model)
 
         class Interrupt(keras.callbacks.Callback):
@@ -170,7 +173,7 @@ class GradualUnfreezerTest(TestCase, parameterized.TestCase):
                     raise RuntimeError("interrupted")
 
         backup = os.path.join(self.get_temp_dir(), "backup")
-        model, base = tiny_model()
+        model, base = tiny_model(optimizer=keras.optimizers.Adam(schedule))
         with self.assertRaisesRegex(RuntimeError, "interrupted"):
             fit(
                 model,
@@ -178,7 +181,7 @@ class GradualUnfreezerTest(TestCase, parameterized.TestCase):
                 epochs=4,
                 batch_size=8,
             )
-        model, base = tiny_model()
+        model, base = tiny_model(optimizer=keras.optimizers.Adam(schedule))
         # BackupAndRestore first: restoring works in any order.
         history = fit(
             model,
@@ -188,6 +191,9 @@ class GradualUnfreezerTest(TestCase, parameterized.TestCase):
         )
         self.assertEqual(history.epoch, [2, 3])
         self.assertEqual(history.history["unfreeze_stage"], [2, 3])
+        # The group rates go on too (the rate follows the restored step).
+        for key in ("lr_head", "lr_group_2", "lr_group_1", "lr_group_0"):
+            self.assertAllClose(history.history[key], uninterrupted.history[key][2:], msg=key)
         resumed = snapshot(model)
         for path, value in expected.items():
             self.assertAllClose(resumed[path], value, atol=1e-6, msg=path)
