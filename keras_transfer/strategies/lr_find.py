@@ -263,7 +263,12 @@ def lr_find(
         )
 
     batches = _batches(data, batch_size, seed)
-    first = next(batches)
+    first = next(batches, None)
+    if first is None:
+        raise ValueError(
+            "`lr_find` got no batch from `data`: pass `(x, y)` arrays or a "
+            f"non-empty iterable of batches. Received: data={data!r}"
+        )
     original_optimizer = model.optimizer
     clone = _optimizer_with_settable_rate(model)
     if not model.built:

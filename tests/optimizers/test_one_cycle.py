@@ -64,6 +64,18 @@ class OneCycleTest(TestCase, parameterized.TestCase):
             [float(again.learning_rate) for _ in range(1)], [float(schedule(0))]
         )
 
+    def test_docstring_example(self):
+        import doctest
+
+        import keras_transfer
+        from keras_transfer.optimizers.schedules import one_cycle
+
+        result = doctest.testmod(
+            one_cycle, globs={"keras_transfer": keras_transfer, "keras": keras}
+        )
+        self.assertEqual(result.failed, 0)
+        self.assertGreater(result.attempted, 1)
+
     @parameterized.named_parameters(
         ("zero_rate", {"max_learning_rate": 0.0}, "max_learning_rate=0.0"),
         ("negative_div", {"div_factor": -1.0}, "div_factor=-1.0"),

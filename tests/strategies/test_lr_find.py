@@ -121,6 +121,18 @@ class LRFindTest(TestCase, parameterized.TestCase):
         self.assertEqual(len(found.learning_rates), 8)
         self.assertAllClose(found.learning_rates[0], 1e-7)
 
+    def test_iterable_of_batches(self):
+        # Any iterable of (x, y) batches, re-iterated when exhausted.
+        model = _square_model(keras.optimizers.SGD(0.1))
+        batches = [(np.ones((2, 1), "float32"), np.zeros((2, 1), "float32"))] * 3
+        found = lr_find(model, batches, 1e-4, 1e-1, num_steps=8, stop_factor=None)
+        self.assertEqual(len(found.raw_losses), 8)
+        # A one-shot iterator ends the test when it runs out.
+        found = lr_find(model, iter(batches), 1e-4, 1e-1, num_steps=8, stop_factor=None)
+        self.assertEqual(len(found.raw_losses), 3)
+        with self.assertRaisesRegex(ValueError, "got no batch"):
+            lr_find(model, [], 1e-4, 1e-1)
+
     def test_plot(self):
         import matplotlib
 

@@ -55,8 +55,8 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
 
     >>> schedule = keras_transfer.optimizers.schedules.OneCycle(
     ...     1e-3, total_steps=100, warmup_steps=25)
-    >>> float(schedule(25))
-    0.001
+    >>> [round(float(schedule(step)), 6) for step in (0, 25, 100)]
+    [4e-05, 0.001, 0.0]
     >>> model.compile(keras.optimizers.Adam(schedule), ...)  # doctest: +SKIP
 
     Reference:
