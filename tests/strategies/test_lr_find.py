@@ -115,9 +115,15 @@ class LRFindTest(TestCase, parameterized.TestCase):
         x, y = _digits()
         schedule = keras.optimizers.schedules.ExponentialDecay(1e-3, 10, 0.5)
         model = _mlp(keras.optimizers.Adam(schedule))
+        model.fit(x[:64], y[:64], batch_size=32, epochs=1, verbose=0)
         optimizer = model.optimizer
+        before = _state(model)
         found = lr_find(model, (x[:128], y[:128]), num_steps=8, batch_size=32)
         self.assertIs(model.optimizer, optimizer)
+        for got, value in zip(sum(_state(model), []), sum(before, [])):
+            self.assertTrue(np.array_equal(got, value))
+        # The schedule goes on from its step (2), untouched.
+        self.assertAllClose(float(keras.ops.convert_to_numpy(optimizer.learning_rate)), float(schedule(2)))
         self.assertEqual(len(found.learning_rates), 8)
         self.assertAllClose(found.learning_rates[0], 1e-7)
 
