@@ -72,9 +72,11 @@ class GradualUnfreezer(keras.callbacks.Callback):
     after `keras.models.load_model`, or with this callback again (pass
     `initial_epoch`), or through `keras.callbacks.BackupAndRestore`.
 
-    Backends: TensorFlow, JAX (the trainer re-reads the trainable
-    variables at each epoch start and the train function is rebuilt at a
-    stage change) and PyTorch.
+    Backends: TensorFlow and JAX, tested to give the same weights (the JAX
+    trainer re-reads the trainable variables at each epoch start, and the
+    train function is rebuilt at a stage change). PyTorch reads the
+    trainable variables at every step and should behave the same
+    (untested here: no torch in CI).
 
     Args:
         groups: list of groups, input -> output, each a list of layers (or

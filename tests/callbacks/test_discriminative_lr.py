@@ -7,7 +7,6 @@ from absl.testing import parameterized
 from keras_transfer.callbacks import DiscriminativeLR
 from keras_transfer.callbacks import GradualUnfreezer
 from tests.callbacks.tiny import fit
-from tests.callbacks.tiny import read_events
 from tests.callbacks.tiny import snapshot
 from tests.callbacks.tiny import tiny_groups
 from tests.callbacks.tiny import tiny_model

@@ -9,7 +9,6 @@ from keras_transfer.callbacks import DiscriminativeLR
 from keras_transfer.callbacks import GradualUnfreezer
 from tests.callbacks.tiny import EpochSnapshots
 from tests.callbacks.tiny import fit
-from tests.callbacks.tiny import read_events
 from tests.callbacks.tiny import snapshot
 from tests.callbacks.tiny import tiny_groups
 from tests.callbacks.tiny import tiny_model

@@ -1,7 +1,6 @@
 import math
 
 import keras
-import numpy as np
 from absl.testing import parameterized
 
 from keras_transfer.optimizers.schedules import OneCycle
