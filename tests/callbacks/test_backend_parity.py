@@ -17,7 +17,8 @@ SCRIPT = """
 import json, keras, numpy as np
 from keras_transfer.callbacks import DiscriminativeLR, GradualUnfreezer
 from tests.callbacks.tiny import fit, tiny_groups, tiny_model
-model, base = tiny_model(learning_rate=1e-2)
+# JAX: the `jax.jit`-compiled step, as users run it; TensorFlow: tf.function.
+model, base = tiny_model(learning_rate=1e-2, jit_compile=keras.backend.backend() == "jax")
 # The backends' random initializers differ: start from the same weights.
 rng = np.random.default_rng(0)
 for v in model.weights:
