@@ -12,6 +12,7 @@ from keras_transfer import datasets
 from keras_transfer import layers
 from keras_transfer import losses
 from keras_transfer import models
+from keras_transfer import optimizers
 from keras_transfer import regularizers
 from keras_transfer import strategies
 from keras_transfer.version import __version__

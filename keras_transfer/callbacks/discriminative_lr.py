@@ -1,17 +1,16 @@
-"""Per-group learning rates (head first, then groups top -> down)."""
+"""Per-group learning rates: factors of the optimizer's one learning rate."""
 
 import math
 
 import keras
 
 from keras_transfer.callbacks import _grouped_optimizer as grouped
-from keras_transfer._tensorboard import SummaryWriter
 
 _Schedule = keras.optimizers.schedules.LearningRateSchedule
 
 
-def _check_rate(name, value):
-    if isinstance(value, _Schedule):
+def _check_rate(name, value, schedule_ok=True):
+    if schedule_ok and isinstance(value, _Schedule):
         return value
     if (
         isinstance(value, bool)
@@ -19,57 +18,67 @@ def _check_rate(name, value):
         or not math.isfinite(value)
         or value <= 0
     ):
+        allowed = "a positive number"
+        if schedule_ok:
+            allowed += " or a `keras.optimizers.schedules.LearningRateSchedule`"
         raise ValueError(
-            f"`{name}` must be a positive number or a "
-            f"`keras.optimizers.schedules.LearningRateSchedule`. "
-            f"Received: {name}={value!r}"
+            f"`{name}` must be {allowed}. Received: {name}={value!r}"
         )
     return float(value)
 
 
 @keras.saving.register_keras_serializable(package="keras_transfer")
 class DiscriminativeLR(keras.callbacks.Callback):
-    """Gives the head and each layer group its own learning rate.
+    """Gives the head and each layer group its own share of the learning rate.
 
     Lower layers of a pretrained model hold more general features and should
-    move less than the top ones (ULMFiT's discriminative fine-tuning). The
-    rates are, head first, then the groups from the top down:
+    move less than the top ones (ULMFiT's discriminative fine-tuning). Each
+    group trains at a fixed *factor* of the optimizer's one learning rate;
+    head first, then the groups from the top down, the factors are
 
-    - `learning_rates=[r_head, r_top, ..., r_bottom]` given explicitly, or
-    - `base_rate * factor**k` for the `k`-th entry (head `k = 0`, top group
-      `k = 1`, ...), with `base_rate` defaulting to the compiled optimizer's
-      learning rate.
+    - `factors=[f_head, f_top, ..., f_bottom]` given explicitly, or
+    - `factor**k` for the `k`-th entry (head `k = 0`, top group `k = 1`, ...).
 
-    Every rate may be a `keras.optimizers.schedules.LearningRateSchedule`
-    (warm-up then cosine decay, one-cycle, ...); a schedule as `base_rate`
-    is scaled by `factor**k` for each group. Schedules are evaluated at the
-    global training step.
+    The optimizer's learning rate stays the one knob, as in plain Keras: a
+    `keras.optimizers.schedules.LearningRateSchedule` it was compiled with
+    (warm-up, cosine decay, `keras_transfer.optimizers.OneCycle`),
+    `keras.callbacks.LearningRateScheduler` and `ReduceLROnPlateau` move
+    every group together, each at its factor. `base_rate` (or the head's
+    entry of `learning_rates`) replaces that learning rate when `fit` starts.
 
     The rates act on the *update*, not on the gradients: the compiled
     optimizer is replaced by a grouped `keras.optimizers.MultiOptimizer`
     with one clone of it per group (built on every variable that could
-    train), and each clone runs at its group's rate. So with Adam, which
-    ignores any rescaling of the gradients, a group at `0.1 x` the head's
-    rate really moves `0.1 x` as far. Works in the same `fit` as
-    `GradualUnfreezer` (list both; order does not matter).
+    train), and each clone runs at `learning_rate * factor` of its group.
+    So with Adam, which ignores any rescaling of the gradients, a group at
+    factor `0.1` really moves `0.1 x` as far. The factors live in a variable
+    read inside the compiled step and saved with the optimizer: a model
+    saved mid-training continues at its rates with a plain `fit` after
+    `keras.models.load_model`. Works in the same `fit` as
+    `GradualUnfreezer` (list both; order does not matter), on every backend.
 
-    Each epoch, every rate is added to the epoch logs as `lr_head` and
+    Each epoch, every group's effective rate (`learning_rate * factor`, 0.0
+    while the group is frozen) is added to the epoch logs as `lr_head` and
     `lr_group_{i}` (`i` indexes `groups`, input -> output), so it shows in
-    `History` and in a `keras.callbacks.TensorBoard` listed after this
-    callback; with `log_dir` the rates are also written as scalars
-    `learning_rate/head`, `learning_rate/group_{i}` to `log_dir/train`.
+    `History` and, under `epoch_lr_head`, `epoch_lr_group_{i}`, in a
+    `keras.callbacks.TensorBoard` listed after this callback.
 
     Args:
         groups: list of groups, input -> output, each a list of layers (or
             layer names), usually `keras_transfer.strategies.layer_groups`.
             Every other trainable layer is the head.
-        learning_rates: optional list of `len(groups) + 1` positive rates
-            or schedules: head first, then the groups from the top down.
-        base_rate: optional positive rate or schedule of the head, when
-            `learning_rates` is None. None takes the compiled optimizer's.
         factor: float in (0, 1], ratio of each group's rate to the rate of
             the group above it. Defaults to 0.1.
-        log_dir: optional TensorBoard log directory.
+        factors: optional list of `len(groups) + 1` positive multipliers of
+            the learning rate: head first, then the groups from the top
+            down. Overrides `factor`.
+        base_rate: optional positive float or `LearningRateSchedule` to use
+            as the optimizer's learning rate. None keeps the compiled one.
+        learning_rates: optional list of `len(groups) + 1` positive floats,
+            head first: shorthand for `base_rate=learning_rates[0]` and
+            `factors=[r / learning_rates[0] for r in learning_rates]`.
+            (For scheduled rates, compile the optimizer with the schedule
+            and pass `factors`.)
 
     Example:
 
@@ -92,19 +101,31 @@ class DiscriminativeLR(keras.callbacks.Callback):
     def __init__(
         self,
         groups,
-        learning_rates=None,
-        base_rate=None,
         factor=0.1,
+        factors=None,
+        base_rate=None,
+        learning_rates=None,
         log_dir=None,
     ):
         super().__init__()
         groups = grouped.check_groups(groups, "DiscriminativeLR")
-        if learning_rates is not None and base_rate is not None:
+        if log_dir is not None:
             raise ValueError(
-                "Pass either `learning_rates` or `base_rate` (with `factor`), "
-                f"not both. Received: learning_rates={learning_rates!r}, "
-                f"base_rate={base_rate!r}"
+                "`DiscriminativeLR` no longer writes TensorBoard files: the "
+                "rates are in the epoch logs (`lr_head`, `lr_group_{i}`); "
+                "list `keras.callbacks.TensorBoard(log_dir)` after this "
+                f"callback. Received: log_dir={log_dir!r}"
             )
+        if learning_rates is not None and (
+            base_rate is not None or factors is not None
+        ):
+            raise ValueError(
+                "Pass either `learning_rates`, or `base_rate` and/or "
+                f"`factors`, not both. Received: learning_rates="
+                f"{learning_rates!r}, base_rate={base_rate!r}, "
+                f"factors={factors!r}"
+            )
+        count = len(groups) + 1
         if learning_rates is not None:
             if isinstance(learning_rates, (str, int, float, _Schedule)) or not (
                 isinstance(learning_rates, (list, tuple))
@@ -113,15 +134,25 @@ class DiscriminativeLR(keras.callbacks.Callback):
                     "`learning_rates` must be a list of rates, head first. "
                     f"Received: learning_rates={learning_rates!r}"
                 )
-            if len(learning_rates) != len(groups) + 1:
+            if len(learning_rates) != count:
                 raise ValueError(
-                    f"`learning_rates` needs {len(groups) + 1} rates: the "
+                    f"`learning_rates` needs {count} rates: the "
                     f"head's, then one per group ({len(groups)}) from the top "
                     f"down. Received: learning_rates={learning_rates!r}"
                 )
+            if any(isinstance(r, _Schedule) for r in learning_rates):
+                raise ValueError(
+                    "`learning_rates` takes floats only: one schedule drives "
+                    "every group. Compile the optimizer with the schedule "
+                    "(or pass it as `base_rate`) and give the groups "
+                    f"`factors`. Received: learning_rates={learning_rates!r}"
+                )
             learning_rates = [
-                _check_rate("learning_rates", r) for r in learning_rates
+                _check_rate("learning_rates", r, schedule_ok=False)
+                for r in learning_rates
             ]
+        if factors is not None:
+            factors = grouped.check_factors(factors, count)
         if base_rate is not None:
             base_rate = _check_rate("base_rate", base_rate)
         if (
@@ -135,26 +166,20 @@ class DiscriminativeLR(keras.callbacks.Callback):
                 f"Received: factor={factor!r}"
             )
         self.groups = groups
-        self.learning_rates = learning_rates
-        self.base_rate = base_rate
         self.factor = float(factor)
-        self.log_dir = grouped.check_log_dir(log_dir)
-        self._writer = SummaryWriter(log_dir) if log_dir else None
+        self.factors = factors
+        self.base_rate = base_rate
+        self.learning_rates = learning_rates
         self._prepared_for = None
 
-    def rates(self, model=None):
-        """The rates (floats or schedules), head first, then top -> down."""
+    def group_factors(self):
+        """The factors, head first, then the groups from the top down."""
         if self.learning_rates is not None:
-            return list(self.learning_rates)
-        base = self.base_rate
-        if base is None:
-            base = grouped.compiled_learning_rate(model or self.model)
-        return [
-            _ScaledSchedule(base, self.factor**k)
-            if isinstance(base, _Schedule)
-            else base * self.factor**k
-            for k in range(len(self.groups) + 1)
-        ]
+            head = self.learning_rates[0]
+            return [r / head for r in self.learning_rates]
+        if self.factors is not None:
+            return list(self.factors)
+        return [self.factor**k for k in range(len(self.groups) + 1)]
 
     def set_model(self, model):
         super().set_model(model)
@@ -164,10 +189,22 @@ class DiscriminativeLR(keras.callbacks.Callback):
     def _prepare(self, model):
         if self._prepared_for is model:
             return
-        grouped.check_backend("DiscriminativeLR")
         groups = grouped.resolve_groups(model, self.groups, "DiscriminativeLR")
+        rate = self.base_rate
+        if self.learning_rates is not None:
+            rate = self.learning_rates[0]
+        if rate is not None and not isinstance(rate, _Schedule):
+            current = grouped.compiled_learning_rate(model)
+            if isinstance(current, _Schedule):
+                raise ValueError(
+                    "The model's optimizer runs on a `LearningRateSchedule`; "
+                    "a float `base_rate`/`learning_rates` cannot replace it "
+                    "(Keras's schedule-driven rates are not settable). Pass "
+                    "`factors` to share that schedule, or a schedule as "
+                    f"`base_rate`. Received: base_rate={rate!r}"
+                )
         self._optimizer = grouped.install(
-            model, groups, learning_rates=self.rates(model)
+            model, groups, factors=self.group_factors(), learning_rate=rate
         )
         self._prepared_for = model
 
@@ -175,80 +212,34 @@ class DiscriminativeLR(keras.callbacks.Callback):
         self._prepare(self.model)
 
     def current_rates(self):
-        """Each rate at the current step: `{"lr_head": ..., "lr_group_0": ...}`."""
-        inner = grouped.install_target(self.model).current_rates()
-        # Inner order: groups input -> output, then the head.
-        values = {"lr_head": inner[-1]}
-        for i, rate in enumerate(inner[:-1]):
-            values[f"lr_group_{i}"] = rate
-        return values
+        """Each group's effective rate now: `{"lr_head": ..., "lr_group_0": ...}`
+        (0.0 for a frozen group)."""
+        return grouped.rate_logs(self.model)
 
     def on_epoch_end(self, epoch, logs=None):
-        values = self.current_rates()
         if logs is not None:
-            logs.update(values)
-        if self._writer is not None:
-            self._writer.scalars(
-                {
-                    "learning_rate/" + k[len("lr_"):]: v
-                    for k, v in values.items()
-                },
-                step=epoch,
-            )
+            logs.update(self.current_rates())
 
     def on_train_end(self, logs=None):
         self._prepared_for = None
-        if self._writer is not None:
-            self._writer.close()
 
     def get_config(self):
-        def rate(r):
-            if isinstance(r, _Schedule):
-                return keras.saving.serialize_keras_object(r)
-            return r
-
+        base_rate = self.base_rate
+        if isinstance(base_rate, _Schedule):
+            base_rate = keras.saving.serialize_keras_object(base_rate)
         return {
             "groups": grouped.names_of(self.groups),
-            "learning_rates": None
-            if self.learning_rates is None
-            else [rate(r) for r in self.learning_rates],
-            "base_rate": rate(self.base_rate),
             "factor": self.factor,
-            "log_dir": self.log_dir,
+            "factors": self.factors,
+            "base_rate": base_rate,
+            "learning_rates": self.learning_rates,
         }
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        if config.get("learning_rates") is not None:
-            config["learning_rates"] = [
-                keras.saving.deserialize_keras_object(r)
-                if isinstance(r, dict)
-                else r
-                for r in config["learning_rates"]
-            ]
         if isinstance(config.get("base_rate"), dict):
             config["base_rate"] = keras.saving.deserialize_keras_object(
                 config["base_rate"]
             )
         return cls(**config)
-
-
-@keras.saving.register_keras_serializable(package="keras_transfer")
-class _ScaledSchedule(_Schedule):
-    """`multiplier * schedule(step)`: a group's share of a base schedule."""
-
-    def __init__(self, schedule, multiplier):
-        if isinstance(schedule, dict):
-            schedule = keras.saving.deserialize_keras_object(schedule)
-        self.schedule = schedule
-        self.multiplier = float(multiplier)
-
-    def __call__(self, step):
-        return self.schedule(step) * self.multiplier
-
-    def get_config(self):
-        return {
-            "schedule": keras.saving.serialize_keras_object(self.schedule),
-            "multiplier": self.multiplier,
-        }

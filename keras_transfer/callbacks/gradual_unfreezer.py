@@ -53,15 +53,30 @@ class GradualUnfreezer(keras.callbacks.Callback):
       Keras 3 also means inference mode: moving statistics untouched) unless
       `train_batchnorm=True`.
 
-    Each epoch, `unfreeze_stage` and `trainable_params` are added to the
-    epoch logs (so they appear in `History` and in a
-    `keras.callbacks.TensorBoard` listed after this callback). With
-    `log_dir`, the same scalars and a text event per stage change are also
-    written to `log_dir/train`, next to Keras's own TensorBoard logs.
+    The learning rate stays the optimizer's own: a schedule it was compiled
+    with, `keras.callbacks.LearningRateScheduler` and `ReduceLROnPlateau`
+    drive every group (with `DiscriminativeLR`, each at its factor).
 
-    Backends: tested on TensorFlow. PyTorch reads the trainable variables
-    at every step and should behave the same (untested here); JAX fixes
-    them when `fit` starts, so the callback raises there.
+    Each epoch, the stage (`unfreeze_stage`), the number of trainable
+    parameters (`trainable_params`) and each group's effective learning
+    rate (`lr_head`, `lr_group_{i}`, 0.0 while frozen) are added to the
+    epoch logs, so they appear in `History` and, as `epoch_unfreeze_stage`,
+    `epoch_trainable_params`, `epoch_lr_head`, `epoch_lr_group_{i}`, in a
+    `keras.callbacks.TensorBoard` listed after this callback. With
+    `log_dir`, a text event per stage change (`unfreezing/stage_change`:
+    which groups were unfrozen) is also written to `log_dir/train`.
+
+    Resuming: the layers' `trainable` flags and the optimizer's state
+    (rates, factors, every group's slots) are saved with the model, so a
+    model saved mid-schedule continues in its stage with a plain `fit`
+    after `keras.models.load_model`, or with this callback again (pass
+    `initial_epoch`), or through `keras.callbacks.BackupAndRestore`.
+
+    Backends: TensorFlow and JAX, tested to give the same weights (the JAX
+    trainer re-reads the trainable variables at each epoch start, and the
+    train function is rebuilt at a stage change). PyTorch reads the
+    trainable variables at every step and should behave the same
+    (untested here: no torch in CI).
 
     Args:
         groups: list of groups, input -> output, each a list of layers (or
@@ -80,7 +95,7 @@ class GradualUnfreezer(keras.callbacks.Callback):
             groups train (their `gamma`/`beta`, and their batch statistics
             unless the base runs in `InferenceMode`). Defaults to False.
         log_dir: optional TensorBoard log directory (the one given to
-            `keras.callbacks.TensorBoard`).
+            `keras.callbacks.TensorBoard`) for the stage-change text events.
 
     Example:
 
@@ -184,7 +199,6 @@ class GradualUnfreezer(keras.callbacks.Callback):
     def _prepare(self, model):
         if self._prepared_for is model:
             return
-        grouped.check_backend("GradualUnfreezer")
         self._groups = grouped.resolve_groups(
             model, self.groups, "GradualUnfreezer"
         )
@@ -302,18 +316,10 @@ class GradualUnfreezer(keras.callbacks.Callback):
             )
 
     def on_epoch_end(self, epoch, logs=None):
-        count = self.trainable_params()
         if logs is not None:
             logs["unfreeze_stage"] = self.stage
-            logs["trainable_params"] = count
-        if self._writer is not None:
-            self._writer.scalars(
-                {
-                    "unfreezing/stage": self.stage,
-                    "unfreezing/trainable_params": count,
-                },
-                step=epoch,
-            )
+            logs["trainable_params"] = self.trainable_params()
+            logs.update(grouped.rate_logs(self.model))
 
     def on_train_end(self, logs=None):
         self._prepared_for = None

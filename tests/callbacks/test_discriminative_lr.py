@@ -7,7 +7,6 @@ from absl.testing import parameterized
 from keras_transfer.callbacks import DiscriminativeLR
 from keras_transfer.callbacks import GradualUnfreezer
 from tests.callbacks.tiny import fit
-from tests.callbacks.tiny import read_events
 from tests.callbacks.tiny import snapshot
 from tests.callbacks.tiny import tiny_groups
 from tests.callbacks.tiny import tiny_model
@@ -73,18 +72,17 @@ class DiscriminativeLRTest(TestCase, parameterized.TestCase):
         self.assertAllClose(history.history["lr_head"], expected)
         self.assertAllClose(history.history["lr_group_2"], [0.5 * e for e in expected])
         self.assertAllClose(history.history["lr_group_0"], [0.125 * e for e in expected])
-        explicit = DiscriminativeLR(
-            tiny_groups(base), learning_rates=[SCHEDULE, 1e-3, 1e-4, 1e-5]
-        )
+        # A schedule as `base_rate` replaces the compiled float rate; the
+        # explicit factors follow it.
         model2, base2 = tiny_model(frozen=False, eager=True)
         history = fit(
             model2,
-            [DiscriminativeLR([["d0", "bn"], ["d1"], ["d2"]], learning_rates=explicit.learning_rates)],
+            [DiscriminativeLR([["d0", "bn"], ["d1"], ["d2"]], base_rate=SCHEDULE, factors=[1.0, 0.5, 0.2, 0.1])],
             epochs=2,
             batch_size=8,
         )
         self.assertAllClose(history.history["lr_head"], [float(SCHEDULE(2)), float(SCHEDULE(4))])
-        self.assertAllClose(history.history["lr_group_0"], [1e-5, 1e-5])
+        self.assertAllClose(history.history["lr_group_0"], [0.1 * float(SCHEDULE(2)), 0.1 * float(SCHEDULE(4))])
 
     def test_the_schedule_really_drives_the_update(self):
         # The warm-up starts at 0: the first step moves nothing, the second
@@ -150,20 +148,6 @@ class DiscriminativeLRTest(TestCase, parameterized.TestCase):
         self.assertAllClose(history.history["lr_head"], [float(SCHEDULE(4))])
         self.assertAllClose(history.history["lr_group_0"], [0.125 * float(SCHEDULE(4))])
 
-    def test_tensorboard_scalars(self):
-        log_dir = os.path.join(self.get_temp_dir(), "tb")
-        model, base = tiny_model(frozen=False, eager=True)
-        fit(
-            model,
-            [DiscriminativeLR(tiny_groups(base), base_rate=1e-2, factor=0.1, log_dir=log_dir)],
-            epochs=2,
-        )
-        events = read_events(log_dir)
-        steps = [step for step, _ in events["learning_rate/head"]]
-        self.assertEqual(steps, [0, 1])
-        self.assertAllClose([v for _, v in events["learning_rate/head"]], [1e-2, 1e-2])
-        self.assertAllClose([v for _, v in events["learning_rate/group_1"]], [1e-4, 1e-4])
-
     def test_config_round_trip(self):
         callback = DiscriminativeLR([["d0", "bn"], ["d1"]], base_rate=SCHEDULE, factor=0.3)
         config = callback.get_config()
@@ -180,11 +164,32 @@ class DiscriminativeLRTest(TestCase, parameterized.TestCase):
         ("factor_above_one", {"factor": 1.5}, "factor=1.5"),
         ("string_rate", {"base_rate": "fast"}, "base_rate='fast'"),
         ("empty_groups", {"groups": []}, "non-empty list of lists"),
+        ("zero_factor", {"factors": [1.0, 0.0, 0.1, 0.1]}, r"factors=\[1.0, 0.0"),
+        ("negative_factor", {"factors": [1.0, -0.5, 0.1, 0.1]}, "positive, finite"),
+        ("factors_count", {"factors": [1.0, 0.5]}, "needs 4 values"),
+        ("schedule_in_rates", {"learning_rates": [SCHEDULE, 1e-3, 1e-4, 1e-5]}, "floats only"),
+        ("rates_and_factors", {"learning_rates": [1e-3] * 4, "factors": [1.0] * 4}, "not both"),
+        ("log_dir", {"log_dir": "tb"}, "keras.callbacks.TensorBoard"),
     )
     def test_invalid_arguments_raise(self, kwargs, message):
         kwargs = {"groups": [["d0", "bn"], ["d1"], ["d2"]], **kwargs}
         with self.assertRaisesRegex(ValueError, message):
             DiscriminativeLR(**kwargs)
+
+    def test_float_base_rate_on_scheduled_optimizer_raises(self):
+        model, base = tiny_model(optimizer=keras.optimizers.Adam(SCHEDULE), eager=True)
+        with self.assertRaisesRegex(ValueError, "Pass `factors` to share that schedule"):
+            fit(model, [DiscriminativeLR(tiny_groups(base), base_rate=1e-3)])
+
+    @parameterized.named_parameters(
+        ("global_clipnorm", {"global_clipnorm": 1.0}),
+        ("accumulation", {"gradient_accumulation_steps": 2}),
+        ("ema", {"use_ema": True}),
+    )
+    def test_optimizer_options_that_would_act_per_group_raise(self, kwargs):
+        model, base = tiny_model(optimizer=keras.optimizers.Adam(1e-3, **kwargs), eager=True)
+        with self.assertRaisesRegex(ValueError, "would act per group"):
+            fit(model, [DiscriminativeLR(tiny_groups(base))])
 
     def test_unsupported_optimizer_raises(self):
         multi = keras.optimizers.MultiOptimizer(

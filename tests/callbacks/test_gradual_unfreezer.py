@@ -1,4 +1,5 @@
 import os
+import warnings
 
 import keras
 import numpy as np
@@ -8,7 +9,6 @@ from keras_transfer.callbacks import DiscriminativeLR
 from keras_transfer.callbacks import GradualUnfreezer
 from tests.callbacks.tiny import EpochSnapshots
 from tests.callbacks.tiny import fit
-from tests.callbacks.tiny import read_events
 from tests.callbacks.tiny import snapshot
 from tests.callbacks.tiny import tiny_groups
 from tests.callbacks.tiny import tiny_model
@@ -30,7 +30,7 @@ def _slots(optimizer, name):
     inner = getattr(optimizer, "inner_optimizer", optimizer)
     return {
         v.name.split(name + "_")[-1]: keras.ops.convert_to_numpy(v).copy()
-        for opt in inner.optimizers
+        for opt in inner.group_optimizers
         for v in opt.variables
         if name + "_" in v.name
     }
@@ -51,7 +51,7 @@ class _OptimizerAtEpochBegin(keras.callbacks.Callback):
                 int(keras.ops.convert_to_numpy(opt.iterations)),
                 {v.name: keras.ops.convert_to_numpy(v).copy() for v in opt.variables},
             )
-            for opt in inner.optimizers
+            for opt in inner.group_optimizers
         }
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -155,12 +155,15 @@ class GradualUnfreezerTest(TestCase, parameterized.TestCase):
             self.assertFalse(np.array_equal(final[path], initial[path]), path)
 
     def test_backup_and_restore_resumes_like_uninterrupted_run(self):
+        schedule = keras.optimizers.schedules.CosineDecay(
+            0.0, decay_steps=8, warmup_target=1e-2, warmup_steps=2
+        )
         callbacks = lambda base: [  # noqa: E731
             GradualUnfreezer(tiny_groups(base)),
             DiscriminativeLR(tiny_groups(base), factor=0.5),
         ]
-        model, base = tiny_model()
-        fit(model, callbacks(base), epochs=4, batch_size=8)
+        model, base = tiny_model(optimizer=keras.optimizers.Adam(schedule))
+        uninterrupted = fit(model, callbacks(base), epochs=4, batch_size=8)
         expected = snapshot(model)
 
         class Interrupt(keras.callbacks.Callback):
@@ -169,7 +172,7 @@ class GradualUnfreezerTest(TestCase, parameterized.TestCase):
                     raise RuntimeError("interrupted")
 
         backup = os.path.join(self.get_temp_dir(), "backup")
-        model, base = tiny_model()
+        model, base = tiny_model(optimizer=keras.optimizers.Adam(schedule))
         with self.assertRaisesRegex(RuntimeError, "interrupted"):
             fit(
                 model,
@@ -177,7 +180,7 @@ class GradualUnfreezerTest(TestCase, parameterized.TestCase):
                 epochs=4,
                 batch_size=8,
             )
-        model, base = tiny_model()
+        model, base = tiny_model(optimizer=keras.optimizers.Adam(schedule))
         # BackupAndRestore first: restoring works in any order.
         history = fit(
             model,
@@ -187,11 +190,14 @@ class GradualUnfreezerTest(TestCase, parameterized.TestCase):
         )
         self.assertEqual(history.epoch, [2, 3])
         self.assertEqual(history.history["unfreeze_stage"], [2, 3])
+        # The group rates go on too (the rate follows the restored step).
+        for key in ("lr_head", "lr_group_2", "lr_group_1", "lr_group_0"):
+            self.assertAllClose(history.history[key], uninterrupted.history[key][2:], msg=key)
         resumed = snapshot(model)
         for path, value in expected.items():
             self.assertAllClose(resumed[path], value, atol=1e-6, msg=path)
 
-    def test_save_load_mid_schedule_and_continue(self):
+    def test_save_load_mid_schedule_and_continue_with_the_callback(self):
         model, base = tiny_model(eager=True)
         fit(model, [GradualUnfreezer(tiny_groups(base))], epochs=2)
         moments = _slots(model.optimizer, "d2_kernel")
@@ -202,8 +208,7 @@ class GradualUnfreezerTest(TestCase, parameterized.TestCase):
         reference_model, reference_base = tiny_model(eager=True)
         fit(reference_model, [GradualUnfreezer(tiny_groups(reference_base))], epochs=4)
 
-        with self.assertWarnsRegex(UserWarning, "saved variables aside"):
-            loaded = keras.models.load_model(path)
+        loaded = keras.models.load_model(path)
         unfreezer = GradualUnfreezer(tiny_groups(loaded.get_layer("base")))
         unfreezer.set_model(loaded)
         self.assertEqual(_slots(loaded.optimizer, "d2_kernel").keys(), moments.keys())
@@ -214,6 +219,53 @@ class GradualUnfreezerTest(TestCase, parameterized.TestCase):
         # (A loaded model's variable paths differ; its weights' order does not.)
         for variable, expected in zip(loaded.weights, reference_model.weights):
             self.assertAllClose(variable, expected, atol=1e-6, msg=variable.path)
+
+    @parameterized.named_parameters(
+        ("plain", False), ("base_in_inference_mode", True)
+    )
+    def test_plain_fit_after_load_continues_stage_and_rates(self, inference_mode):
+        # Regression: a plain `fit` after `load_model` was refused ("was
+        # loaded with a model trained with GradualUnfreezer"). Now the saved
+        # stage (trainable flags), learning rate schedule, group factors and
+        # slots are in force, and the run equals an uninterrupted one; then
+        # the callbacks, given again, go on to the next stage.
+        schedule = keras.optimizers.schedules.CosineDecay(
+            0.0, decay_steps=8, warmup_target=1e-2, warmup_steps=2
+        )
+        # (Layer names: the base of a loaded `InferenceMode` model is not
+        # `get_layer("base")`.)
+        names = [["d0", "bn"], ["d1"], ["d2"]]
+        callbacks = lambda: [  # noqa: E731
+            GradualUnfreezer(names, schedule=[1, 3]),
+            DiscriminativeLR(names, factor=0.5),
+        ]
+        make = lambda: tiny_model(  # noqa: E731
+            optimizer=keras.optimizers.Adam(schedule), eager=True, inference_mode=inference_mode
+        )
+        reference, _ = make()
+        record = EpochSnapshots()
+        fit(reference, callbacks() + [record], epochs=4, batch_size=8)
+        expected = [list(w.values()) for w in record.weights]
+
+        model, _ = make()
+        initial = [keras.ops.convert_to_numpy(v).copy() for v in model.weights]
+        fit(model, callbacks(), epochs=2, batch_size=8)
+        path = os.path.join(self.get_temp_dir(), "mid.keras")
+        model.save(path)
+        loaded = keras.models.load_model(path)
+        history = fit(loaded, [], epochs=3, initial_epoch=2, batch_size=8)
+        self.assertEqual(len(history.history["loss"]), 1)
+        self.assertEqual(int(keras.ops.convert_to_numpy(loaded.optimizer.iterations)), 6)
+        for variable, value in zip(loaded.weights, expected[2]):
+            self.assertAllClose(variable, value, atol=1e-6, msg=variable.path)
+        # d0 (never unfrozen yet) stayed bit-identical.
+        for got, value in zip(loaded.weights[:2], initial[:2]):
+            self.assertTrue(np.array_equal(keras.ops.convert_to_numpy(got), value))
+        history = fit(loaded, callbacks(), epochs=4, initial_epoch=3, batch_size=8)
+        self.assertEqual(history.history["unfreeze_stage"], [2])
+        self.assertAllClose(history.history["lr_group_1"], [0.25 * float(schedule(8))])
+        for variable, value in zip(loaded.weights, expected[3]):
+            self.assertAllClose(variable, value, atol=1e-6, msg=variable.path)
 
     def test_mixed_precision(self):
         previous = keras.config.dtype_policy()
@@ -233,36 +285,76 @@ class GradualUnfreezerTest(TestCase, parameterized.TestCase):
         self.assertIsInstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
         path = os.path.join(self.get_temp_dir(), "mixed.keras")
         model.save(path)
-        loaded = keras.models.load_model(path)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            loaded = keras.models.load_model(path)
+        # Every optimizer variable saved once and loaded in place.
+        self.assertFalse([str(w.message) for w in caught if "variable" in str(w.message)])
+        history = fit(loaded, [], epochs=5, initial_epoch=4)
+        self.assertTrue(np.isfinite(history.history["loss"]).all())
         history = fit(
             loaded,
             [GradualUnfreezer(tiny_groups(loaded.get_layer("base")))],
-            epochs=5,
-            initial_epoch=4,
+            epochs=6,
+            initial_epoch=5,
         )
         self.assertTrue(np.isfinite(history.history["loss"]).all())
 
-    def test_tensorboard_scalars_and_text(self):
+    def test_tensorboard_one_name_per_quantity(self):
+        # Regression: the rates were written under three names (one showing
+        # the head's rate for frozen groups), the stage twice. Now each
+        # quantity has one tag, written by Keras's TensorBoard from the logs;
+        # read back with TensorBoard's own event reader.
+        from tensorboard.backend.event_processing import event_accumulator
+        from tensorboard.util import tensor_util
+
         log_dir = os.path.join(self.get_temp_dir(), "tb")
         model, base = tiny_model(eager=True)
         fit(
             model,
             [
                 GradualUnfreezer(tiny_groups(base), log_dir=log_dir),
-                keras.callbacks.TensorBoard(log_dir),
+                DiscriminativeLR(tiny_groups(base), factor=0.5),
+                keras.callbacks.TensorBoard(log_dir, write_graph=False),
             ],
             epochs=3,
         )
-        events = read_events(log_dir)
-        self.assertEqual(events["unfreezing/stage"], [(0, 0.0), (1, 1.0), (2, 2.0)])
-        self.assertEqual(
-            events["unfreezing/trainable_params"], [(0, 15.0), (1, 51.0), (2, 123.0)]
+        reader = event_accumulator.EventAccumulator(
+            os.path.join(log_dir, "train"), size_guidance={"tensors": 0}
         )
-        texts = events["unfreezing/stage_change"]
-        self.assertEqual([step for step, _ in texts], [0, 1, 2])
-        self.assertIn("unfroze groups [['d2']]", texts[1][1])
-        # Keras's own TensorBoard picks the logs up too.
-        self.assertEqual([v for _, v in events["epoch_unfreeze_stage"]], [0.0, 1.0, 2.0])
+        reader.Reload()
+        tags = set(reader.Tags()["tensors"])
+        values = {
+            tag: [
+                float(np.asarray(tensor_util.make_ndarray(e.tensor_proto)))
+                for e in reader.Tensors(tag)
+            ]
+            for tag in tags
+            if tag.startswith("epoch_")
+        }
+        quantities = {t for t in tags if "stage" in t or "lr" in t or "param" in t or "rate" in t}
+        self.assertEqual(
+            quantities,
+            {
+                "epoch_unfreeze_stage", "epoch_trainable_params", "epoch_learning_rate",
+                "epoch_lr_head", "epoch_lr_group_0", "epoch_lr_group_1", "epoch_lr_group_2",
+                "unfreezing/stage_change",
+            },
+        )
+        self.assertEqual(values["epoch_unfreeze_stage"], [0.0, 1.0, 2.0])
+        self.assertEqual(values["epoch_trainable_params"], [15.0, 51.0, 123.0])
+        self.assertAllClose(values["epoch_learning_rate"], [1e-2] * 3)
+        self.assertAllClose(values["epoch_lr_head"], [1e-2] * 3)
+        # A frozen group's effective rate is 0.
+        self.assertAllClose(values["epoch_lr_group_2"], [0.0, 5e-3, 5e-3])
+        self.assertAllClose(values["epoch_lr_group_1"], [0.0, 0.0, 2.5e-3])
+        self.assertAllClose(values["epoch_lr_group_0"], [0.0, 0.0, 0.0])
+        texts = [
+            tensor_util.make_ndarray(e.tensor_proto).item().decode()
+            for e in reader.Tensors("unfreezing/stage_change")
+        ]
+        self.assertEqual(len(texts), 3)
+        self.assertIn("unfroze groups [['d2']]", texts[1])
 
     def test_config_round_trip_with_layer_names(self):
         model, base = tiny_model(eager=True)

@@ -14,6 +14,7 @@ def tiny_model(
     frozen=True,
     eager=False,
     inference_mode=False,
+    jit_compile=False,
 ):
     """`base` (Dense d0 -> BatchNorm bn -> Dense d1 -> Dense d2) + Dense head.
 
@@ -44,7 +45,7 @@ def tiny_model(
         optimizer or keras.optimizers.Adam(learning_rate),
         "sparse_categorical_crossentropy",
         # XLA compilation costs far more than these tiny steps.
-        jit_compile=False,
+        jit_compile=jit_compile,
         run_eagerly=eager,
     )
     return model, base

@@ -1,0 +1,3 @@
+"""Public `keras_transfer.optimizers` API."""
+
+from keras_transfer.optimizers import schedules
