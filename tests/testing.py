@@ -50,6 +50,18 @@ DATA_SOURCES = {
         "install the Debian package wordnet-base "
         "(`bash scripts/setup.sh --dev`, or `sudo apt-get install wordnet-base`)",
     ),
+    "openclipart": (
+        "path", "/usr/share/openclipart/png",
+        "install the Debian package openclipart-png (`bash scripts/setup.sh --dev`)",
+    ),
+    "tuxpaint": (
+        "path", "/usr/share/tuxpaint/stamps",
+        "install the Debian package tuxpaint-stamps-default (`bash scripts/setup.sh --dev`)",
+    ),
+    "fortunes": (
+        "path", "/usr/share/games/fortunes/computers",
+        "install the Debian package fortunes (`bash scripts/setup.sh --dev`)",
+    ),
     "mlxtend": ("module", "mlxtend", "`pip install mlxtend` (`bash scripts/setup.sh --dev`)"),
     "scattertext": (
         "module", "scattertext",
