@@ -19,17 +19,30 @@ _TESTS = [
 ]
 
 
-def _pytest(data_folder, require):
+def _start(data_folder, require):
     env = dict(os.environ)
     env[testing.DATA_ENV] = str(data_folder)
     env.pop(testing.REQUIRE_DATA_ENV, None)
     if require:
         env[testing.REQUIRE_DATA_ENV] = "1"
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-rsf", "--no-fold-skipped", "-p", "no:cacheprovider", *_TESTS],
-        cwd=testing.REPO_ROOT, env=env, capture_output=True, text=True, timeout=600,
+    return subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-q", "-rsf", "--no-fold-skipped", "-p",
+         "no:cacheprovider", *_TESTS],
+        cwd=testing.REPO_ROOT, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
     )
-    return result.returncode, result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Both runs at once, on an empty data folder: without and with the CI flag."""
+    empty = tmp_path_factory.mktemp("no_data")
+    processes = {require: _start(empty, require) for require in (False, True)}
+    results = {}
+    for require, process in processes.items():
+        output, _ = process.communicate(timeout=900)
+        results[require] = (process.returncode, output)
+    return empty, results
 
 
 def _counts(output):
@@ -37,8 +50,9 @@ def _counts(output):
     return {k: int(n) for n, k in re.findall(r"(\d+) (passed|skipped|failed|error)", tail)}
 
 
-def test_absent_data_skips_with_what_to_set(tmp_path):
-    code, output = _pytest(tmp_path, require=False)
+def test_absent_data_skips_with_what_to_set(runs):
+    tmp_path, results = runs
+    code, output = results[False]
     assert code == 0, output
     # The data-free test still runs; the three that need data are skipped.
     assert _counts(output) == {"passed": 1, "skipped": 3}, output
@@ -49,8 +63,9 @@ def test_absent_data_skips_with_what_to_set(tmp_path):
         assert str(tmp_path) in line, line
 
 
-def test_absent_data_fails_when_required(tmp_path):
-    code, output = _pytest(tmp_path, require=True)
+def test_absent_data_fails_when_required(runs):
+    _, results = runs
+    code, output = results[True]
     assert code == 1, output
     assert _counts(output) == {"passed": 1, "failed": 3}, output
     assert "skipped" not in output.strip().splitlines()[-1]
