@@ -207,6 +207,15 @@ def build_parser():
     )
     fit.add_argument("--text-column", default="text", help="CSV data: the text column")
     fit.add_argument("--label-column", default="label", help="CSV data: the label column")
+    fit.add_argument(
+        "--encoding", default="utf-8",
+        help="CSV data: the file's text encoding (e.g. cp1252, latin-1, utf-16)",
+    )
+    fit.add_argument(
+        "--on-bad-lines", choices=("error", "warn"), default="error",
+        help="CSV data: a row with an empty text or label or the wrong number of "
+        "fields stops the run naming its line (error), or is skipped with a count (warn)",
+    )
     fit.add_argument("--seed", type=_int, default=0, help="seeds the split, subsets and training")
     fit.add_argument(
         "--verbose",
@@ -395,7 +404,8 @@ def _load_data(args):
             train, test, classes = datasets.load_text_csv(
                 name, text_column=args.text_column, label_column=args.label_column,
                 test_fraction=args.test_fraction, seed=args.seed,
-                delimiter=delimiter,
+                delimiter=delimiter, encoding=args.encoding,
+                on_bad_lines=args.on_bad_lines,
             )
             modality = "text"
     except UsageError:

@@ -288,3 +288,40 @@ class FitTest(TestCase):
         self.assertGreater(results["test_accuracy"], 0.70)
         self.assertIn("held-out accuracy", result.stdout)
         self.assertTrue(os.path.isfile(os.path.join(logdir, "default", "model.keras")))
+
+
+class CSVOptionsTest(TestCase):
+    """`--encoding` and `--on-bad-lines` reach `load_text_csv`."""
+
+    @pytest.fixture(autouse=True)
+    def _capsys(self, capsys):
+        self.capsys = capsys
+
+    def main(self, *args):
+        logdir = os.path.join(self.get_temp_dir(), "logs")
+        return cli.main(["fit", "--logdir", logdir, "--data", self.path, *args])
+
+    def setUp(self):
+        super().setUp()
+        rows = "".join(f"r\u00e9sum\u00e9 {i},{'ab'[i % 2]}\n" for i in range(6))
+        self.path = os.path.join(self.get_temp_dir(), "cp1252.csv")
+        with open(self.path, "wb") as f:
+            f.write(("text,label\n" + rows + ",a\n").encode("cp1252"))
+
+    def test_encoding_error_names_line_and_byte(self):
+        self.assertEqual(self.main(), 2)
+        err = self.capsys.readouterr().err
+        self.assertIn("cannot decode line 2", err)
+        self.assertIn("0xe9 at byte 2 of the line", err)
+        self.assertIn("encoding='cp1252'", err)
+
+    def test_encoding_and_bad_lines_are_used(self):
+        # With the right encoding the empty row on line 8 stops the run ...
+        self.assertEqual(self.main("--encoding", "cp1252"), 2)
+        self.assertIn("an empty 'text' on line 8", self.capsys.readouterr().err)
+        # ... or is skipped with a count; loading then succeeds (the run stops
+        # right after, at --n-train, which is checked on the loaded rows).
+        with pytest.warns(UserWarning, match=r"skipped 1 bad row\(s\) .*\(kept 6\)"):
+            code = self.main("--encoding", "cp1252", "--on-bad-lines", "warn", "--n-train", "99")
+        self.assertEqual(code, 2)
+        self.assertIn("--n-train 99 is more than the", self.capsys.readouterr().err)

@@ -61,15 +61,82 @@ def stateless_seeds(layers, seed_tensor):
             object.__delattr__(layer, "_get_seed_generator")
 
 
-def seed_pairs(seed):
-    """A `tf.data` stream of int64 seed pairs, new each epoch, fixed by `seed`.
+def resolve_seed(seed):
+    """`seed`, or for None a fresh one from NumPy's global generator (so
+    `keras.utils.set_random_seed` still makes unseeded pipelines repeat)."""
+    if seed is None:
+        import numpy as np
 
-    `Dataset.random` also folds in TensorFlow's global seed (as every seeded
-    TF op does), so the stream is fixed by `seed` *and* the global seed at
-    the time the dataset is built."""
+        return int(np.random.randint(0, 2**31 - 1))
+    return int(seed)
+
+
+def _epoch_counter():
+    """A one-element dataset holding how often it was iterated before: 0, 1, ...
+
+    The count lives in a CPU variable owned by this dataset, so each new
+    dataset starts again at epoch 0, whatever ran before in the process.
+    """
     import tensorflow as tf
 
-    return tf.data.Dataset.random(
-        seed=seed, rerandomize_each_iteration=True
-    ).batch(2, drop_remainder=True)
+    with tf.device("/cpu:0"):
+        count = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+    return tf.data.Dataset.range(1).map(lambda _: count.assign_add(1) - 1)
 
+
+def seeded_examples(elements, seed, shuffle):
+    """A `tf.data` stream of `(seed_pair, element)`, fixed by `seed` alone.
+
+    `elements` is a structure (tuple) of arrays or `tf.RaggedTensor`s with
+    equal first dimension `n`. Iteration `e` of the dataset (its epoch,
+    counted per dataset from 0) yields the `n` elements, in the order of a
+    permutation drawn from `(seed, e)` when `shuffle` (identity otherwise),
+    each with an int64 seed pair derived from `(seed, e, position)`.
+
+    Every draw is a stateless TensorFlow op (`stateless_fold_in`,
+    `index_shuffle`), so unlike `Dataset.shuffle(seed=...)` or
+    `Dataset.random(seed=...)`, which fold in TensorFlow's global seed and
+    its op counter, the stream does not depend on the global seed nor on
+    anything that ran before in the process: the same `seed` gives the same
+    examples in the same order on every call, and a new draw each epoch.
+    The cardinality is `n` per iteration.
+    """
+    import tensorflow as tf
+
+    seed = int(seed)
+    flat = [
+        t if isinstance(t, tf.RaggedTensor) else tf.convert_to_tensor(t)
+        for t in tf.nest.flatten(elements)
+    ]
+    n = int(flat[0].shape[0])
+    key = tf.constant([seed, 0x7EA5], dtype=tf.int64)
+    fold_in = tf.random.experimental.stateless_fold_in
+
+    def epoch(e):
+        epoch_key = fold_in(key, e)
+        order_key = fold_in(epoch_key, 0)
+        example_key = fold_in(epoch_key, 1)
+
+        def example(position):
+            index = position
+            if shuffle:
+                index = tf.random.experimental.index_shuffle(
+                    position, seed=order_key, max_index=tf.constant(n - 1, tf.int64)
+                )
+            values = [tf.gather(t, index) for t in flat]
+            return fold_in(example_key, position), tf.nest.pack_sequence_as(
+                elements, values
+            )
+
+        return tf.data.Dataset.range(n).map(example)
+
+    stream = _epoch_counter().flat_map(epoch)
+    return stream.apply(tf.data.experimental.assert_cardinality(n))
+
+
+def batch_seed(example_seeds):
+    """One seed pair for a batch: derived from its first example's seed
+    (independent of the per-example draws made from that seed)."""
+    import tensorflow as tf
+
+    return tf.random.experimental.stateless_fold_in(example_seeds[0], 0x3B17)

@@ -376,9 +376,9 @@ class AudioAugmentation:
     amount drawn uniformly from its range. Every draw derives from a
     per-example stateless seed, so `dataset()` gives the same examples from
     run to run for a fixed `seed`, even with a parallel map, and new draws at
-    each epoch. (The seed stream and the shuffle also depend on TensorFlow's
-    global seed, as every seeded `tf.data` op does: set it the same way, e.g.
-    `keras.utils.set_random_seed(0)`, before building the dataset.)
+    each epoch. The shuffle and the seeds are stateless draws from `seed`
+    alone: every call gives the same clips in the same order, whatever
+    TensorFlow's global seed and whatever ran before.
 
     Args:
         snr_db: None (off), a number or a `(low, high)` range in dB.
@@ -556,9 +556,6 @@ class AudioAugmentation:
         ragged = tf.RaggedTensor.from_row_lengths(
             np.concatenate(clips), [len(c) for c in clips]
         )
-        ds = tf.data.Dataset.from_tensor_slices((ragged, labels))
-        if shuffle:
-            ds = ds.shuffle(len(clips), seed=self.seed, reshuffle_each_iteration=True)
         masks = self.time_masks or self.freq_masks
 
         def augment(seed, clip, label):
@@ -577,7 +574,9 @@ class AudioAugmentation:
             return audio, label
 
         calls = tf.data.AUTOTUNE if num_parallel_calls is None else num_parallel_calls
-        ds = tf.data.Dataset.zip((_seeding.seed_pairs(self.seed), ds)).map(
+        ds = _seeding.seeded_examples(
+            (ragged, np.asarray(labels)), _seeding.resolve_seed(self.seed), shuffle
+        ).map(
             lambda s, xy: augment(s, *xy),
             num_parallel_calls=calls,
             deterministic=True,

@@ -180,10 +180,11 @@ class ImageAugmentation(keras.layers.Layer):
     `dataset()` gives every example its own seed from a counter-based stream
     fixed by `seed`, so the output is the same from one run to the next even
     with parallel map, which Keras's stateful seed generators do not
-    guarantee; each epoch still draws new augmentations. (Like every seeded
-    `tf.data` op, the stream and the shuffle also depend on TensorFlow's
-    global seed: set it the same way, e.g. `keras.utils.set_random_seed(0)`,
-    *before* building the dataset, for identical runs in one process.)
+    guarantee; each epoch still draws new augmentations. The shuffle and the
+    seeds are stateless draws from `seed` alone: with a `seed`, every call
+    gives the same examples in the same order, whatever TensorFlow's global
+    seed and whatever ran before (with `seed=None`, a seed is drawn from
+    NumPy's global generator at each call).
 
     Args:
         zoom: None (off), a number `r` in (0, 2], or a pair `(low, high)`
@@ -545,26 +546,23 @@ class ImageAugmentation(keras.layers.Layer):
                 labels = np.eye(num_classes, dtype="float32")[labels]
             labels = labels.astype("float32")
 
-        ds = tf.data.Dataset.from_tensor_slices((images, labels))
-        if shuffle:
-            ds = ds.shuffle(len(images), seed=self.seed, reshuffle_each_iteration=True)
         calls = tf.data.AUTOTUNE if num_parallel_calls is None else num_parallel_calls
-        pairs = _seeding.seed_pairs(self.seed)
-        ds = tf.data.Dataset.zip((pairs, ds)).map(
-            lambda s, xy: self._augment_example(s, *xy),
+        ds = _seeding.seeded_examples(
+            (images, labels), _seeding.resolve_seed(self.seed), shuffle
+        ).map(
+            lambda s, xy: (s, *self._augment_example(s, *xy)),
             num_parallel_calls=calls,
             deterministic=True,
         )
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
         if mixing:
-            batch_pairs = _seeding.seed_pairs(
-                None if self.seed is None else self.seed + 1
-            )
-            ds = tf.data.Dataset.zip((batch_pairs, ds)).map(
-                lambda s, xy: self._mix_batch(s, *xy),
+            ds = ds.map(
+                lambda s, x, y: self._mix_batch(_seeding.batch_seed(s), x, y),
                 num_parallel_calls=calls,
                 deterministic=True,
             )
+        else:
+            ds = ds.map(lambda s, x, y: (x, y))
         return ds.prefetch(tf.data.AUTOTUNE)
 
     def get_config(self):

@@ -149,9 +149,9 @@ class TextAugmentation:
     deleted, so "not good" cannot become "good". Matching ignores case and
     punctuation around the word. Labels are never touched. All randomness
     comes from a per-example stateless seed, so `dataset()` is reproducible
-    for a fixed `seed` with a parallel map, with new draws each epoch (given
-    the same TensorFlow global seed, which every seeded `tf.data` op also
-    depends on: e.g. call `keras.utils.set_random_seed(0)` first).
+    for a fixed `seed` with a parallel map, with new draws each epoch; the
+    shuffle and the seeds are stateless draws from `seed` alone, whatever
+    TensorFlow's global seed and whatever ran before.
     Back-translation (`keras_transfer.data.BackTranslation`) can be mixed in
     through `dataset(back_translation=...)`.
 
@@ -413,9 +413,6 @@ class TextAugmentation:
         else:
             translated, rate = texts, 0.0
         self._build_tables()
-        ds = tf.data.Dataset.from_tensor_slices((texts, translated, labels))
-        if shuffle:
-            ds = ds.shuffle(len(texts), seed=self.seed, reshuffle_each_iteration=True)
 
         def augment(seed, text, alternative, label):
             if rate:
@@ -426,9 +423,10 @@ class TextAugmentation:
             return self._augment_one(text, seed), label
 
         calls = tf.data.AUTOTUNE if num_parallel_calls is None else num_parallel_calls
-        ds = tf.data.Dataset.zip((_seeding.seed_pairs(self.seed), ds)).map(
-            lambda s, x: augment(s, *x), num_parallel_calls=calls, deterministic=True
-        )
+        ds = _seeding.seeded_examples(
+            (np.asarray(texts), np.asarray(translated), labels),
+            _seeding.resolve_seed(self.seed), shuffle,
+        ).map(lambda s, x: augment(s, *x), num_parallel_calls=calls, deterministic=True)
         return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
     def get_config(self):

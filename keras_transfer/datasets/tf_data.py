@@ -15,7 +15,9 @@ def to_dataset(x, y=None, batch_size=32, shuffle=False, seed=0):
             arrays, or an array / list of str (texts become `tf.string`).
         y: array `(N, ...)` or None (the dataset then yields `x` only).
         batch_size: positive int; the last batch may be smaller.
-        shuffle: bool, reshuffle every epoch (full-size buffer) with `seed`.
+        shuffle: bool, reshuffle every epoch with `seed`: a permutation drawn
+            statelessly from `(seed, epoch)`, so every call gives the same
+            order whatever TensorFlow's global seed and whatever ran before.
         seed: int, the shuffle seed.
 
     Returns:
@@ -44,11 +46,14 @@ def to_dataset(x, y=None, batch_size=32, shuffle=False, seed=0):
         raise ValueError("`x` must not be empty. Received: len(x)=0")
     import tensorflow as tf
 
-    dataset = tf.data.Dataset.from_tensor_slices(x if y is None else (x, y))
+    elements = x if y is None else (x, y)
     if shuffle:
-        dataset = dataset.shuffle(
-            len(x), seed=int(seed), reshuffle_each_iteration=True
-        )
+        from keras_transfer.data import _seeding
+
+        dataset = _seeding.seeded_examples(elements, int(seed), shuffle=True)
+        dataset = dataset.map(lambda _, element: element)
+    else:
+        dataset = tf.data.Dataset.from_tensor_slices(elements)
     return dataset.batch(int(batch_size)).prefetch(tf.data.AUTOTUNE)
 
 

@@ -8,13 +8,19 @@ from absl.testing import parameterized
 from keras_transfer import datasets
 from tests.testing import FSDD_PATH
 from tests.testing import TestCase
+from tests.testing import require_data
 
 
 class LoadSpokenDigitsTest(TestCase):
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.speaker_split = datasets.load_spoken_digits(FSDD_PATH)
+    _speaker_split = None
+
+    @property
+    def speaker_split(self):
+        # Loaded once, by the first test that needs it (the others run without the data).
+        require_data("fsdd")
+        if LoadSpokenDigitsTest._speaker_split is None:
+            LoadSpokenDigitsTest._speaker_split = datasets.load_spoken_digits(FSDD_PATH)
+        return LoadSpokenDigitsTest._speaker_split
 
     def test_speaker_split(self):
         (x, y, s), (x_test, y_test, s_test) = self.speaker_split
@@ -41,6 +47,7 @@ class LoadSpokenDigitsTest(TestCase):
         self.assertAllClose(x[0], raw / 32768.0)
 
     def test_official_and_random_splits(self):
+        require_data("fsdd")
         (x, y, s), (x_test, y_test, s_test) = datasets.load_spoken_digits(
             FSDD_PATH, split="official", length=4000
         )
@@ -110,6 +117,7 @@ class LoadSpokenDigitsTest(TestCase):
             datasets.load_spoken_digits(FSDD_PATH, **kwargs)
 
     def test_broken_wav_is_named(self):
+        require_data("fsdd")
         folder = self.get_temp_dir()
         shutil.copy(os.path.join(FSDD_PATH, "0_george_0.wav"), folder)
         with open(os.path.join(folder, "1_george_0.wav"), "wb") as f:

@@ -75,3 +75,108 @@ class LoadTextCSVTest(TestCase):
         )
         with self.assertRaisesRegex(ValueError, "line 3"):
             datasets.load_text_csv(path)
+
+
+def _write_bytes(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
+class FilesAsUsersHaveThemTest(TestCase):
+    """Encodings, byte-order marks, quoted newlines, empty and ragged rows."""
+
+    def test_cp1252_file_needs_its_encoding_and_the_error_names_line_and_byte(self):
+        data = "text,label\nfine,pos\n\"caf\u00e9 au lait\",neg\nok,pos\nno,neg\n".encode("cp1252")
+        path = _write_bytes(os.path.join(self.get_temp_dir(), "w.csv"), data)
+        offset = data.index(b"\xe9")
+        in_line = offset - data.rindex(b"\n", 0, offset)  # 1-based
+        self.assertEqual((offset, in_line), (24, 5))  # counted by hand
+        with self.assertRaisesRegex(
+            ValueError,
+            r"cannot decode line 3 of .* as 'utf-8': byte\(s\) 0xe9 at byte 5 of the line "
+            r"\(byte 24 of the file.*encoding='cp1252'.*Received: encoding='utf-8'",
+        ):
+            datasets.load_text_csv(path)
+        (x, y), _, names = datasets.load_text_csv(path, encoding="cp1252", test_fraction=0)
+        self.assertIn("caf\u00e9 au lait", set(x))
+        self.assertEqual(names, ("neg", "pos"))
+
+    def test_utf8_byte_order_mark_does_not_hide_the_first_column(self):
+        data = "text,label\na,x\nb,y\n".encode("utf-8-sig")
+        path = _write_bytes(os.path.join(self.get_temp_dir(), "bom.csv"), data)
+        (x, y), _, names = datasets.load_text_csv(path, test_fraction=0)  # encoding="utf-8"
+        self.assertEqual(sorted(zip(x.tolist(), y.tolist())), [("a", 0), ("b", 1)])
+        # And in UTF-16 (its BOM is the codec's).
+        path = _write_bytes(
+            os.path.join(self.get_temp_dir(), "u16.csv"), "text,label\na,x\nb,y\n".encode("utf-16")
+        )
+        (x, _), _, _ = datasets.load_text_csv(path, encoding="utf-16", test_fraction=0)
+        self.assertEqual(sorted(x.tolist()), ["a", "b"])
+
+    def test_bad_row_is_named_by_its_physical_line_across_quoted_newlines(self):
+        content = (
+            "text,label\n"                    # line 1
+            '"first review\nsecond line\n\nfourth line",pos\n'  # lines 2-5
+            "plain,neg\n"                     # line 6
+            '"  ",pos\n'                      # line 7: empty text
+            "last,neg\n"
+        )
+        path = _write_bytes(os.path.join(self.get_temp_dir(), "q.csv"), content.encode())
+        with self.assertRaisesRegex(ValueError, r"an empty 'text' on line 7 of .*on_bad_lines='warn'"):
+            datasets.load_text_csv(path)
+        # A bad row that itself spans lines is named by its first line and its span.
+        content = 'text,label\nok,pos\n"multi\nline"\nok2,neg\n'
+        path = _write_bytes(os.path.join(self.get_temp_dir(), "q2.csv"), content.encode())
+        with self.assertRaisesRegex(
+            ValueError, r"1 fields where the header has 2 on line 3 \(a row spanning lines 3-4\)"
+        ):
+            datasets.load_text_csv(path)
+
+    def test_rows_with_extra_fields_are_rejected(self):
+        path = _write_bytes(
+            os.path.join(self.get_temp_dir(), "extra.csv"),
+            b"text,label\na,pos\nb, with a comma not quoted,neg\nc,neg\n",
+        )
+        with self.assertRaisesRegex(ValueError, r"3 fields where the header has 2 on line 3 "):
+            datasets.load_text_csv(path)
+
+    def test_warn_skips_bad_rows_with_a_count(self):
+        content = (
+            "id,text,label\n"
+            "1,good one,pos\n"
+            "2,,neg\n"                # 3: empty text
+            "\n"                      # 4: blank line, ignored (not a row)
+            '3,"two\nlines",neg\n'    # 5-6: fine
+            "4,extra,pos,!\n"         # 7: extra field
+            "5,no label,\n"           # 8: empty label
+            "6,fine,neg\n"
+        )
+        path = _write_bytes(os.path.join(self.get_temp_dir(), "w.csv"), content.encode())
+        with self.assertWarnsRegex(
+            UserWarning,
+            r"skipped 3 bad row\(s\) .*\(kept 3\): lines 3 \(an empty 'text'\), "
+            r"7 \(4 fields where the header has 3\), 8 \(an empty 'label'\)\.",
+        ):
+            (x, y), _, names = datasets.load_text_csv(path, on_bad_lines="warn", test_fraction=0)
+        self.assertEqual(
+            sorted(zip(x.tolist(), (names[i] for i in y))),
+            [("fine", "neg"), ("good one", "pos"), ("two\nlines", "neg")],
+        )
+
+    def test_invalid_options_raise(self):
+        path = _write_csv(
+            os.path.join(self.get_temp_dir(), "d.csv"), ["text", "label"], [("a", "x"), ("b", "y")]
+        )
+        for kwargs, received in (
+            ({"encoding": "utf-9"}, "encoding='utf-9'"),
+            ({"on_bad_lines": "skip"}, "on_bad_lines='skip'"),
+            ({"delimiter": ";;"}, "delimiter=';;'"),
+        ):
+            with self.assertRaisesRegex(ValueError, "Received: " + received):
+                datasets.load_text_csv(path, **kwargs)
+        path = _write_csv(
+            os.path.join(self.get_temp_dir(), "dup.csv"), ["text", "text", "label"], [("a", "b", "x")]
+        )
+        with self.assertRaisesRegex(ValueError, r"appears 2 times .*Received: text_column='text'"):
+            datasets.load_text_csv(path)

@@ -5,10 +5,12 @@ import numpy as np
 from keras_transfer import datasets
 from tests.testing import USPS_PATH
 from tests.testing import TestCase
+from tests.testing import require_data
 
 
 class LoadUSPSTest(TestCase):
     def test_official_split(self):
+        require_data("usps")
         (x, y), (x_test, y_test) = datasets.load_usps(USPS_PATH)
         self.assertEqual((x.shape, x_test.shape), ((7291, 16, 16), (2007, 16, 16)))
         self.assertEqual((x.dtype, y.dtype), (np.float32, np.int64))

