@@ -9,6 +9,7 @@ from keras_transfer import backbones
 from keras_transfer import callbacks
 from keras_transfer import data
 from keras_transfer import datasets
+from keras_transfer import distribution
 from keras_transfer import layers
 from keras_transfer import losses
 from keras_transfer import models

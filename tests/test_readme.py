@@ -23,10 +23,20 @@ def test_quick_start_commands_match_ci():
     commands = [l for l in bash.splitlines() if l and not l.startswith("#")]
     assert commands == [
         "bash scripts/setup.sh && keras-transfer fit",
-        "bash scripts/setup.sh --dev && python3 -m pytest -q",
+        "bash scripts/setup.sh --dev && bash scripts/test.sh",
     ]
     with open(os.path.join(REPO_ROOT, ".ci", "run")) as f:
         assert commands[1] in f.read()
+
+
+def test_test_script_runs_both_backends():
+    with open(os.path.join(REPO_ROOT, "scripts", "test.sh")) as f:
+        script = f.read()
+    assert 'run_pass "pass 1" tensorflow "$@"' in script
+    assert 'run_pass "pass 2" jax -m "not tensorflow_only"' in script
+    for folder in ("layers", "losses", "regularizers", "models", "callbacks", "strategies",
+                   "backbones"):
+        assert f"tests/{folder}" in script
 
 
 def test_cli_examples_parse():

@@ -33,7 +33,15 @@ def _check_base_and_head(base, head):
 def _new_inputs(base):
     """Fresh `keras.Input`s with the structure, shapes and dtypes of `base`'s."""
     try:
-        inputs = base.input
+        if isinstance(base, keras.Sequential):
+            # `Sequential.input` raises in Keras 3 even when the model starts
+            # with `keras.Input`; `inputs` is its one-element list then.
+            inputs = base.inputs
+            if not inputs:
+                raise ValueError("no inputs")
+            inputs = inputs[0]
+        else:
+            inputs = base.input
     except (AttributeError, ValueError) as e:
         raise ValueError(
             "`base` must have defined inputs (a functional model, or a "

@@ -225,6 +225,20 @@ class FeatureExtractionTest(TestCase):
         with self.assertRaisesRegex(ValueError, message):
             build_classifier(tiny_base(), **kwargs)
 
+    def test_sequential_base_starting_with_input(self):
+        # Regression: `Sequential.input` raises in Keras 3 even with a
+        # `keras.Input` first, so a Sequential base was refused.
+        base = keras.Sequential(
+            [keras.Input((5,)), keras.layers.Dense(4, activation="relu"),
+             keras.layers.Dropout(0.5)]
+        )
+        model = build_classifier(base, num_classes=3, dropout=0.0)
+        x = np.random.default_rng(0).normal(size=(6, 5)).astype("float32")
+        head = model.get_layer("head")
+        # Dropout stays off inside InferenceMode, even in training mode.
+        want = np.asarray(head(base(x, training=False)))
+        self.assertAllClose(model(x, training=True), want, atol=1e-6)
+
     def test_base_without_inputs_raises(self):
         base = keras.Sequential([keras.layers.Dense(3)])
         with self.assertRaisesRegex(ValueError, "must have defined inputs"):
