@@ -21,3 +21,4 @@ from keras_transfer.strategies.layer_groups import layer_groups
 from keras_transfer.strategies.advice import StrategyAdvice
 from keras_transfer.strategies.advice import recommend_strategy
 from keras_transfer.strategies.selective_transfer import transfer_layers
+from keras_transfer.strategies.transferability import transferability
