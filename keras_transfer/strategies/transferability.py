@@ -118,11 +118,18 @@ def _logme(features, labels, tol, max_iter):
         classes, index = _as_class_labels(labels, n)
         targets = np.zeros((n, len(classes)))
         targets[np.arange(n), index] = 1.0
-    # One thin SVD of F serves every target column and every iteration.
-    u, s, _ = np.linalg.svd(features, full_matrices=False)
-    keep = s > s.max() * max(n, d) * np.finfo("float64").eps
-    u, s2 = u[:, keep], s[keep] ** 2
-    projections = u.T @ targets
+    # One eigendecomposition of the smaller Gram matrix (F F^T or F^T F,
+    # i.e. F's thin SVD) serves every target column and every iteration.
+    if n <= d:
+        s2, u = np.linalg.eigh(features @ features.T)
+        keep = s2 > s2.max() * max(n, d) * np.finfo("float64").eps
+        s2, projections = s2[keep], u[:, keep].T @ targets
+    else:
+        s2, v = np.linalg.eigh(features.T @ features)
+        keep = s2 > s2.max() * max(n, d) * np.finfo("float64").eps
+        s2 = s2[keep]
+        # U^T y = S^-1 V^T F^T y for the left singular vectors U = F V S^-1.
+        projections = (v[:, keep].T @ (features.T @ targets)) / np.sqrt(s2)[:, None]
     residual = np.maximum(
         (targets**2).sum(0) - (projections**2).sum(0), 0.0
     )
@@ -189,8 +196,8 @@ def transferability(features, labels, method="logme", tol=1e-7, max_iter=1000):
       `y` runs over the one-hot columns and the scores are averaged; for
       float labels of shape `(n, k)` over the `k` regression targets. The
       features are used as given (no centring, no bias column), as in the
-      paper. One thin SVD of `F` (`O(n D min(n, D))`) serves all columns
-      and iterations; each iteration costs `O(min(n, D) k)`.
+      paper. One eigendecomposition of the smaller Gram matrix
+      (`O(n D min(n, D))`) serves all columns and iterations; each iteration costs `O(min(n, D) k)`.
     - `"leep"` (Nguyen et al., 2020): `features` are the *source* model's
       class probabilities `theta(x)` over its `Z` source classes (rows sum
       to 1). With the empirical joint `P(y, z) = 1/n sum_i theta(x_i)_z

@@ -1,3 +1,5 @@
+import doctest
+
 import numpy as np
 from absl.testing import parameterized
 from scipy import optimize
@@ -130,3 +132,11 @@ class TransferabilityTest(TestCase, parameterized.TestCase):
         args.update(kwargs)
         with self.assertRaisesRegex(ValueError, message):
             transferability(**args)
+
+    def test_docstring_example(self):
+        import importlib
+
+        module = importlib.import_module("keras_transfer.strategies.transferability")
+        result = doctest.testmod(module, verbose=False)
+        self.assertGreater(result.attempted, 0)
+        self.assertEqual(result.failed, 0)
