@@ -5,3 +5,4 @@ from keras_transfer.models.dann import DomainAdversarialModel
 from keras_transfer.models.discrepancy_alignment import DiscrepancyAlignmentModel
 from keras_transfer.models.multi_task import MultiTaskModel
 from keras_transfer.models.cdan import CDANModel
+from keras_transfer.models.mcd import MCDModel
