@@ -208,6 +208,13 @@ def domain_similarity(
             "`l2` must be None (cross-validated) or a positive number. "
             f"Received: l2={l2!r}"
         )
+    for name, value in (("source", source), ("target", target)):
+        if isinstance(value, (tuple, list, dict)):
+            raise ValueError(
+                f"`{name}` takes inputs only (one array); pass target labels, "
+                "if any, as `target_labels=`. Received: a "
+                f"{type(value).__name__}"
+            )
     rng = np.random.default_rng(seed)
     source, target = np.asarray(source), np.asarray(target)
     n_source, n_target = len(source), len(target)

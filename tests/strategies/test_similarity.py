@@ -53,6 +53,7 @@ class DomainSimilarityTest(TestCase, parameterized.TestCase):
         ("folds", {"source": np.zeros((4, 3)), "target": np.zeros((4, 3)), "folds": 1}, "`folds` must be"),
         ("max_samples", {"source": np.zeros((4, 3)), "target": np.zeros((4, 3)), "max_samples": 1}, "`max_samples` must be"),
         ("l2", {"source": np.zeros((4, 3)), "target": np.zeros((4, 3)), "l2": 0.0}, "`l2` must be None"),
+        ("labelled_target", {"source": np.zeros((4, 3)), "target": (np.zeros((4, 3)), np.zeros(4))}, "target_labels="),
         ("folds_vs_samples", {"source": np.zeros((3, 3)), "target": np.zeros((9, 3)), "folds": 5}, "cannot exceed"),
     )
     def test_bad_inputs_raise(self, kwargs, message):
