@@ -4,3 +4,5 @@ from keras_transfer.models.distiller import Distiller
 from keras_transfer.models.dann import DomainAdversarialModel
 from keras_transfer.models.discrepancy_alignment import DiscrepancyAlignmentModel
 from keras_transfer.models.multi_task import MultiTaskModel
+from keras_transfer.models.cdan import CDANModel
+from keras_transfer.models.mcd import MCDModel

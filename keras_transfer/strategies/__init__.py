@@ -23,3 +23,9 @@ from keras_transfer.strategies.advice import recommend_strategy
 from keras_transfer.strategies.selective_transfer import transfer_layers
 from keras_transfer.strategies.lr_find import LRFinderResult
 from keras_transfer.strategies.lr_find import lr_find
+from keras_transfer.strategies.transferability import transferability
+from keras_transfer.strategies.model_selection import dev_risk
+from keras_transfer.strategies.model_selection import importance_weights
+from keras_transfer.strategies.model_selection import reverse_validation_accuracy
+from keras_transfer.strategies.model_selection import select_model
+from keras_transfer.strategies.model_selection import soft_neighborhood_density

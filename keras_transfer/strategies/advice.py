@@ -5,7 +5,13 @@ import math
 
 import numpy as np
 
-STRATEGIES = ("feature_extraction", "gradual_unfreezing", "fine_tuning", "from_scratch")
+STRATEGIES = (
+    "feature_extraction",
+    "gradual_unfreezing",
+    "fine_tuning",
+    "from_scratch",
+    "domain_adaptation",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -14,11 +20,12 @@ class StrategyAdvice:
 
     Attributes:
         strategy: one of `"feature_extraction"`, `"gradual_unfreezing"`,
-            `"fine_tuning"`, `"from_scratch"`.
+            `"fine_tuning"`, `"from_scratch"`, `"domain_adaptation"` (no
+            target labels).
         reason: one or two sentences saying why.
         n_target: the number of labelled target examples it was given.
         similarity: the similarity in `[0, 1]` it used.
-        size: `"small"` or `"large"`.
+        size: `"none"` (no labels), `"small"` or `"large"`.
         similarity_level: `"high"` or `"low"`.
         size_threshold: `n_target` at or above which the data counts as large.
         similarity_threshold: similarity at or above which it counts as high.
@@ -66,10 +73,20 @@ def recommend_strategy(
 ):
     """Encodes the classic transfer-learning decision table.
 
-    | target data | similar to source      | dissimilar              |
-    |-------------|------------------------|-------------------------|
-    | small       | `feature_extraction`   | `gradual_unfreezing`    |
-    | large       | `fine_tuning`          | `from_scratch`          |
+    | target labels | similar to source      | dissimilar              |
+    |---------------|------------------------|-------------------------|
+    | none (0)      | `domain_adaptation`    | `domain_adaptation`     |
+    | small         | `feature_extraction`   | `gradual_unfreezing`    |
+    | large         | `fine_tuning`          | `from_scratch`          |
+
+    - no target labels (`n_target=0`, an unlabelled target): unsupervised
+      domain adaptation, i.e. train on labelled source data plus unlabelled
+      target data with `CDANModel` (CDAN+E), `MCDModel` or
+      `DomainAdversarialModel`, and pick the epoch or weight with a
+      label-free score (`strategies.select_model`). When the similarity is
+      high a model trained on the source alone may already do well, so
+      source only is listed as the first alternative; when it is low no
+      method is guaranteed to help (check it with `select_model`).
 
     - small + similar: a linear/MLP head on frozen features. Fine-tuning
       millions of weights on a few hundred labels overfits, and the frozen
@@ -115,7 +132,8 @@ def recommend_strategy(
       target.
 
     Args:
-        n_target: int > 0, number of labelled target training examples.
+        n_target: int >= 0, number of labelled target training examples;
+            0 for an unlabelled target.
         similarity: float in `[0, 1]` (1 = same domain), or the dict returned
             by `keras_transfer.strategies.domain_similarity(source, target)`.
         n_classes: optional int > 0, the number of target classes (scales
@@ -143,11 +161,12 @@ def recommend_strategy(
     if (
         isinstance(n_target, bool)
         or not isinstance(n_target, (int, np.integer))
-        or n_target <= 0
+        or n_target < 0
     ):
         raise ValueError(
-            "`n_target` must be a positive integer (the number of labelled "
-            f"target examples). Received: n_target={n_target!r}"
+            "`n_target` must be a non-negative integer (the number of "
+            "labelled target examples; 0 for an unlabelled target). "
+            f"Received: n_target={n_target!r}"
         )
     for name, value in (("n_classes", n_classes), ("size_threshold", size_threshold)):
         if value is not None and (
@@ -190,13 +209,32 @@ def recommend_strategy(
     size_threshold = int(size_threshold)
     large = int(n_target) >= size_threshold
     high = value >= similarity_threshold
-    size = "large" if large else "small"
+    size = "none" if n_target == 0 else "large" if large else "small"
     level = "high" if high else "low"
     facts = (
         f"{int(n_target)} target examples ({size}: threshold {size_threshold}) "
         f"and similarity {value:.2f} ({level}: threshold {similarity_threshold:g})"
     )
-    if not large and high:
+    if n_target == 0:
+        strategy = "domain_adaptation"
+        if high:
+            alternatives = ("source_only", "cdan", "mcd", "dann")
+            why = (
+                "no target labels, and a close source: train on the source; "
+                "unsupervised domain adaptation (CDAN+E, MCD or DANN on "
+                "labelled source plus unlabelled target) may add a little, "
+                "judged by a label-free score (`select_model`)."
+            )
+        else:
+            alternatives = ("cdan", "mcd", "dann", "source_only")
+            why = (
+                "no target labels and a distant source: unsupervised domain "
+                "adaptation (CDAN+E, MCD or DANN on labelled source plus "
+                "unlabelled target); choose the epoch and weight with a "
+                "label-free score (`select_model`), since nothing "
+                "guarantees a gain."
+            )
+    elif not large and high:
         strategy, alternatives = "feature_extraction", ("lora",)
         why = (
             "the pretrained features already fit the target and too few "

@@ -41,6 +41,24 @@ class RecommendStrategyTest(TestCase, parameterized.TestCase):
         advice = recommend_strategy(100, {"proxy_a_distance": pad, "mmd": 0.1})
         self.assertAllClose(advice.similarity, expected)
 
+    @parameterized.named_parameters(
+        ("near", 0.9, "source_only"),
+        ("far", 0.1, "cdan"),
+    )
+    def test_unlabelled_target(self, similarity, first_alternative):
+        advice = recommend_strategy(0, similarity)
+        self.assertEqual(advice.strategy, "domain_adaptation")
+        self.assertEqual(advice.size, "none")
+        self.assertEqual(advice.alternatives[0], first_alternative)
+        self.assertIn("select_model", advice.reason)
+
+    def test_unlabelled_target_from_report(self):
+        rng = np.random.default_rng(0)
+        report = domain_similarity(rng.normal(size=(100, 4)), rng.normal(loc=3.0, size=(80, 4)))
+        advice = recommend_strategy(0, report)
+        self.assertEqual(advice.strategy, "domain_adaptation")
+        self.assertLess(advice.similarity, 0.1)
+
     def test_real_domain_similarity_report(self):
         rng = np.random.default_rng(0)
         a = rng.normal(size=(200, 8))
@@ -54,7 +72,7 @@ class RecommendStrategyTest(TestCase, parameterized.TestCase):
         self.assertEqual(far.strategy, "gradual_unfreezing")
 
     @parameterized.named_parameters(
-        ("zero_n", {"n_target": 0, "similarity": 0.5}, "`n_target` must be a positive integer.*n_target=0"),
+        ("negative_n_message", {"n_target": -1, "similarity": 0.5}, "`n_target` must be a non-negative integer.*n_target=-1"),
         ("negative_n", {"n_target": -3, "similarity": 0.5}, "n_target=-3"),
         ("float_n", {"n_target": 10.5, "similarity": 0.5}, "n_target=10.5"),
         ("above_one", {"n_target": 10, "similarity": 1.5}, "`similarity` must be in \\[0, 1\\].*similarity=1.5"),
