@@ -179,10 +179,9 @@ class GradientReversalScheduler(keras.callbacks.Callback):
         rebuild = False
         for layer in self._layers:
             if not layer.built:
-                raise ValueError(
-                    "`GradientReversalScheduler` needs built layers: build "
-                    f"the model before `fit`. Unbuilt: {layer.name!r}"
-                )
+                # Subclassed models build on the first step; the schedule's
+                # variables do not depend on the input shape.
+                layer.build(None)
             rebuild |= layer.set_schedule(
                 self._total, gamma=gamma, max_factor=self.max_factor,
                 schedule=fn,
