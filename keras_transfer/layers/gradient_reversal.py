@@ -131,7 +131,11 @@ class GradientReversal(keras.layers.Layer):
     def _check_writable(self):
         # On JAX, `fit` holds the variables' values in its own state during
         # an epoch; a write now would be overwritten at the epoch's end.
-        if self.factor_variable.value is None:
+        try:
+            purged = self.factor_variable.value is None
+        except TypeError:  # Keras 3.15 on JAX: no value to autocast
+            purged = True
+        if purged:
             raise RuntimeError(
                 "`GradientReversal` cannot be changed from inside a JAX `fit` "
                 "without syncing first: call `model.jax_state_sync()` before "
