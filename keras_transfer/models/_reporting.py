@@ -64,14 +64,19 @@ class TotalLoss(keras.metrics.Metric):
 
 
 def reported_metrics(keras_metrics, own, total):
-    """`model.metrics`: Keras's compiled metrics without its batch-size
-    weighted `loss` tracker, then `own` in a group that `EarlyStopping` reads
-    directions from, then the exact `loss`."""
+    """`model.metrics`: Keras's compiled metrics (without its batch-size
+    weighted `loss` tracker when an exact `total` replaces it), then `own` in
+    a group that `EarlyStopping` reads directions from, then `total`."""
     skip = {id(m) for m in own} | {id(total)}
     kept = [
         m
         for m in keras_metrics
         if id(m) not in skip
-        and not (m.name == "loss" and isinstance(m, keras.metrics.Mean))
+        and not (
+            total is not None
+            and m.name == "loss"
+            and isinstance(m, keras.metrics.Mean)
+        )
     ]
-    return kept + [_keras_private.monitorable_group(own), total]
+    group = [_keras_private.monitorable_group(own)]
+    return kept + group + ([total] if total is not None else [])
