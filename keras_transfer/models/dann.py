@@ -33,16 +33,34 @@ class DomainAdversarialModel(DomainModelBase):
     gives the task head's outputs, so `predict(x)` / `evaluate(x, y)` work as
     for any classifier.
 
-    Metrics: `task_loss`, `source_accuracy`, `domain_loss`, `domain_accuracy`,
-    and `target_accuracy` when target labels are given (never in training:
-    target labels for training raise an error).
+    When the two domains differ in size, `fit({"source": x_s, "target":
+    x_t}, y_s)` pairs them by cycling the smaller side: both become
+    `max(n_s, n_t)` examples long, the smaller repeated in whole passes plus
+    a random subset for the last, partial pass (NumPy's global generator, so
+    `keras.utils.set_random_seed` fixes it); `fit` then shuffles the pairs
+    each epoch. `validation_split` is refused then (it would validate on
+    copies); pass `validation_data`.
+
+    Metrics: `loss`, `task_loss`, `source_accuracy`, `domain_loss`,
+    `domain_accuracy`, and `target_accuracy` when target labels are given
+    (never in training: target labels for training raise an error); extra
+    `compile(metrics=[...])` are reported as `source_<name>` /
+    `target_<name>`. Every epoch figure equals the figure on all the epoch's
+    data at once (trackers weighted by example counts), whatever the batch
+    size. `EarlyStopping` / `ModelCheckpoint` infer the direction of the
+    accuracies and task losses without `mode=`; `domain_loss` and
+    `domain_accuracy` have no better side in the adversarial game and need
+    an explicit `mode=`. `compile(loss=...)` replaces the task loss; a task
+    head ending in a softmax with a loss on logits, `loss_weights` and
+    `weighted_metrics` are refused with an error.
 
     Args:
         feature_extractor: a Keras model or layer, inputs -> features.
         task_head: features -> class logits (or what `task_loss` expects).
         domain_head: features -> one domain logit per sample, shape `(n, 1)`.
         factor: float >= 0, initial `lambda` of the reversal layer; drive it
-            with `keras_transfer.callbacks.GradientReversalScheduler`.
+            with `keras_transfer.callbacks.GradientReversalScheduler` or
+            `set_factor`. `get_config` reports the current value.
         domain_loss_weight: float >= 0, weight of the domain loss.
         task_loss: a Keras loss; default sparse categorical cross-entropy on
             logits. Accuracy metrics assume integer labels and class scores.

@@ -27,7 +27,12 @@ class DiscrepancyAlignmentModel(DomainModelBase):
     (multi-bandwidth MMD, median heuristic times 0.25 ... 4, unbiased
     estimator; as in DAN) and `"coral"` (Deep CORAL). Features must be 2-D
     `(batch, width)`. Inputs, labels and metrics follow
-    `DomainAdversarialModel`; the discrepancy is reported as `alignment_loss`.
+    `DomainAdversarialModel` (domains of different sizes are cycled, figures
+    exact, compile arguments as there); the discrepancy is reported as
+    `alignment_loss`, the count-weighted mean of the minibatch values (not
+    the discrepancy of the full sets), and a batch with fewer than 2
+    examples of a domain (where the estimate is undefined) adds no alignment
+    term.
     `alignment_weight` is a non-trainable variable that can be changed during
     `fit` with `set_alignment_weight`.
 

@@ -197,3 +197,29 @@ class GradientReversalTest(TestCase, parameterized.TestCase):
             layer.set_schedule(0)
         with self.assertRaisesRegex(ValueError, "`schedule` must be a callable"):
             layer.set_schedule(4, schedule="dann")
+
+    def test_set_factor_inside_an_epoch(self):
+        # loss = mean(w * x), x = 1: each SGD step adds lr * factor to w.
+        inputs = keras.Input((1,))
+        dense = keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")
+        layer = GradientReversal(factor=0.0)
+        model = keras.Model(inputs, layer(dense(inputs)))
+        model.compile(optimizer=keras.optimizers.SGD(1.0), loss=lambda t, p: ops.mean(p))
+
+        class SetFactor(keras.callbacks.Callback):
+            def __init__(self, sync):
+                super().__init__()
+                self.sync = sync
+
+            def on_train_batch_begin(self, batch, logs=None):
+                if self.sync and hasattr(self.model, "jax_state_sync"):
+                    self.model.jax_state_sync()
+                layer.set_factor(float(batch + 1))
+
+        x, y = np.ones((3, 1), "float32"), np.zeros((3, 1), "float32")
+        model.fit(x, y, batch_size=1, shuffle=False, verbose=0, callbacks=[SetFactor(True)])
+        self.assertAllClose(dense.kernel, [[1.0 + 2.0 + 3.0]])
+        if keras.backend.backend() == "jax":
+            # Without the sync the write would be lost: a clear error instead.
+            with self.assertRaisesRegex(RuntimeError, "jax_state_sync"):
+                model.fit(x, y, batch_size=1, shuffle=False, verbose=0, callbacks=[SetFactor(False)])
