@@ -22,6 +22,17 @@ def _check_submodel(value, name):
     return value
 
 
+class _FunctionLoss(keras.losses.Loss):
+    """A loss function as a `Loss` (mean reduction, `sample_weight`)."""
+
+    def __init__(self, fn):
+        super().__init__(name=getattr(fn, "__name__", "loss"))
+        self.fn = fn
+
+    def call(self, y_true, y_pred):
+        return self.fn(y_true, y_pred)
+
+
 def _loss_kind(loss):
     """`(kind, from_logits)` of a Keras loss: kind is 'sparse', 'categorical',
     'binary' or None (not a classification loss Keras names)."""
@@ -211,6 +222,10 @@ class DomainModelBase(keras.Model):
             for name in ("source_accuracy", "target_accuracy", "accuracy")
             if getattr(self, name, None) is not None
         )
+        if not isinstance(task_loss, keras.losses.Loss):
+            # A loss function (e.g. from a string): reduce it and take
+            # `sample_weight` like a `Loss` (its third argument is another).
+            task_loss = _FunctionLoss(task_loss)
         self.task_loss = task_loss
         self.source_accuracy = accuracy_for(task_loss, "source_accuracy")
         self.target_accuracy = accuracy_for(task_loss, "target_accuracy")

@@ -295,3 +295,17 @@ class DomainAdversarialFiguresTest(TestCase, parameterized.TestCase):
         model = DomainAdversarialModel(*_plain_parts(), factor=0.5)
         model.set_factor(0.25)
         self.assertEqual(model.get_config()["factor"], 0.25)
+
+    def test_string_loss_softmax_head_and_sample_weight(self):
+        # A loss given by name is a function whose third argument is not
+        # `sample_weight`: it must still be reduced and weighted like a Loss.
+        xs, ys, _, _ = _domain_data(10, 10)
+        fe, _, dh = _plain_parts()
+        head = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3, activation="softmax")])
+        model = DomainAdversarialModel(fe, head, dh)
+        model.compile(optimizer=keras.optimizers.SGD(0.0), loss="sparse_categorical_crossentropy")
+        weights = np.r_[np.ones(5), np.zeros(5)].astype("float32")
+        history = model.fit({"source": xs, "target": xs}, ys, batch_size=4, verbose=0, sample_weight=weights)
+        probs = model.predict(xs, verbose=0)
+        expected = np.mean(-np.log(probs[np.arange(10), ys]) * weights)
+        self.assertAllClose(history.history["task_loss"][0], expected, atol=1e-5)
