@@ -149,6 +149,13 @@ class Distiller(keras.distillation.Distiller):
     student's; `distiller.student` is the trained student, ready to save on
     its own.
 
+    `fit`'s `sample_weight` weights the label term `CE` only (the teacher's
+    soft targets exist for every example). Every epoch figure
+    (`student_loss`, `distillation_loss`, `hint_loss`, `total_loss`, `loss`,
+    compiled metrics; in logs, validation and `evaluate`) equals the figure on
+    all the data at once, whatever the batch size, and `EarlyStopping` /
+    `ModelCheckpoint` know each loss is minimised without `mode=`.
+
     When the input pipeline has no random augmentation, the teacher's outputs
     are the same every epoch: `cache_teacher_outputs(x)` computes them once
     and stores them next to each example, as `{"inputs": x,

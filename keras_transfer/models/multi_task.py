@@ -50,7 +50,13 @@ class MultiTaskModel(keras.Model):
     classification form `L_i / sigma_i^2 + log sigma_i`). Learned
     weights settle where `exp(-s_i) = 1 / (2 L_i)`: tasks with a larger loss
     get less weight. `fit` reports `<task>_loss` and `<task>_weight` for every
-    task, plus each task's metrics as `<task>_<metric>`.
+    task, plus each task's metrics as `<task>_<metric>`. Each epoch figure
+    equals the figure on all the data at once whatever the batch size (a
+    task's loss is weighted by its count of labelled examples, batches where
+    a task has none included), and `EarlyStopping` / `ModelCheckpoint` know
+    the direction of the losses and metrics without `mode=` (a
+    `<task>_weight` has none). `sample_weight` weights the losses;
+    `weighted_metrics` and `loss_weights` are refused.
 
     Args:
         encoder: the shared `keras.Model` or layer, inputs -> features.
