@@ -103,3 +103,19 @@ def compile_arguments(model):
     """The keyword arguments of the last `model.compile(...)` call, as given
     (objects, not their serialized configs)."""
     return dict(model._compile_config.config)
+
+
+def monitorable_group(metrics, name="keras_transfer_metrics"):
+    """A `Metric` reporting each of `metrics` under its own name, of the class
+    (`compile_utils.MetricsList`) whose members Keras's `EarlyStopping` /
+    `ModelCheckpoint` look into to infer `mode` from a metric's `_direction`
+    (`keras/src/callbacks/monitor_callback.py`); Keras offers no public hook.
+    `MetricsList` itself has no `result()`, which `Model.get_metrics_result`
+    calls: it is added here."""
+    from keras.src.trainers import compile_utils
+
+    class _Group(compile_utils.MetricsList):
+        def result(self):
+            return self.get_result()
+
+    return _Group(list(metrics), name=name)

@@ -136,3 +136,22 @@ class KerasPrivateTest(TestCase):
         self.assertEqual(arguments["metrics"], ["mae"])
         self.assertTrue(arguments["run_eagerly"])
         model.compile(**arguments)
+
+
+    def test_monitorable_group_gives_early_stopping_the_direction(self):
+        up = keras.metrics.SparseCategoricalAccuracy(name="target_accuracy")
+        down = keras.metrics.Mean(name="task_loss")
+        down._direction = "down"
+        group = _keras_private.monitorable_group([up, down])
+        self.assertEqual(set(group.result()), {"target_accuracy", "task_loss"})
+
+        class Holder(keras.Model):
+            @property
+            def metrics(self):
+                return [group]
+
+        for monitor, op in (("val_target_accuracy", keras.ops.greater), ("task_loss", keras.ops.less)):
+            stop = keras.callbacks.EarlyStopping(monitor)
+            stop.set_model(Holder())
+            stop._set_monitor_op()
+            self.assertIs(stop.monitor_op, op)

@@ -38,18 +38,29 @@ def _find_reversal_layers(model):
 
 @keras.saving.register_keras_serializable(package="keras_transfer")
 class GradientReversalScheduler(keras.callbacks.Callback):
-    """Sets the reversal factor of `GradientReversal` layers every batch.
+    """Schedules the reversal factor of `GradientReversal` layers per step.
 
-    With `p = (epoch * steps + batch) / (epochs * steps)` the training
-    progress from 0 to 1 over the whole `fit` call, the factor becomes
+    With `p = step / total_steps` the training progress from 0 to 1, the
+    factor of each training step becomes
 
     - `"dann"`: `max_factor * (2 / (1 + exp(-gamma p)) - 1)` (Ganin et al.);
     - `"constant"`: `max_factor` throughout;
-    - a callable `schedule(p) -> float >= 0`.
+    - a callable `schedule(p) -> float >= 0`, called inside the train step on
+      a float32 scalar tensor (plain arithmetic or `keras.ops`, e.g.
+      `lambda p: keras.ops.minimum(1.0, 2.0 * p)`); it is checked on the host
+      for finite, non-negative values at 101 points of `[0, 1]` first.
 
-    The value is written into each layer's non-trainable `factor` variable (no
-    retracing) and added to the batch and epoch logs as `grl_factor`, so a
-    `keras.callbacks.TensorBoard` placed *after* this callback records it.
+    The schedule is computed inside the compiled train step from the layer's
+    saved step counter (`GradientReversal.set_schedule`), so it reaches the
+    step on TensorFlow and JAX alike, with any `steps_per_execution`, and a
+    run resumed after `load_model` or `keras.callbacks.BackupAndRestore`
+    continues where it stopped: `step` counts the scheduled steps done, and
+    `total_steps` defaults to `epochs * steps_per_epoch` of the `fit` call,
+    with `epochs` counted from 0 as Keras does (so `fit(...,
+    initial_epoch=k)` continues a run planned for `epochs`). The factor is
+    added to the batch and epoch logs as `grl_factor` (the factor of the
+    batch's last step), so a `keras.callbacks.TensorBoard` placed *after*
+    this callback records it.
 
     Args:
         schedule: `"dann"`, `"constant"` or a callable of the progress `p`.
@@ -116,12 +127,16 @@ class GradientReversalScheduler(keras.callbacks.Callback):
         self.factor = None
 
     def factor_at(self, progress):
-        """The factor for a progress `p` in [0, 1]."""
+        """The factor for a progress `p` in [0, 1] (a Python float)."""
         if self.schedule == "dann":
             return dann_factor(progress, self.gamma, self.max_factor)
         if self.schedule == "constant":
             return self.max_factor
         value = self.schedule(progress)
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            pass
         try:
             return check_nonnegative(value, "factor")
         except ValueError:
@@ -146,10 +161,8 @@ class GradientReversalScheduler(keras.callbacks.Callback):
         steps = self.params.get("steps")
         if self.total_steps is not None:
             self._total = self.total_steps
-            self._steps = self.total_steps / epochs
         elif steps:
             self._total = steps * epochs
-            self._steps = steps
         else:
             raise ValueError(
                 "`GradientReversalScheduler` needs the number of steps: the "
@@ -157,28 +170,47 @@ class GradientReversalScheduler(keras.callbacks.Callback):
                 "or `total_steps=` to the scheduler. Received: "
                 f"steps={steps!r}, total_steps={self.total_steps!r}"
             )
-        self._epoch = 0
-        self._set(0.0)
+        fn = None
+        if callable(self.schedule):
+            fn = self.schedule
+            for i in range(101):
+                self.factor_at(i / 100)
+        gamma = self.gamma if self.schedule == "dann" else 0.0
+        rebuild = False
+        for layer in self._layers:
+            if not layer.built:
+                # Subclassed models build on the first step; the schedule's
+                # variables do not depend on the input shape.
+                layer.build(None)
+            rebuild |= layer.set_schedule(
+                self._total, gamma=gamma, max_factor=self.max_factor,
+                schedule=fn,
+            )
+        if rebuild:
+            # The callable is traced into the train step.
+            self.model.make_train_function(force=True)
+        self._start = self._read_step()
+        self.factor = self.factor_at(min(self._start / self._total, 1.0))
+
+    def _read_step(self):
+        step = self._layers[0].schedule_step
+        return int(round(float(keras.ops.convert_to_numpy(step))))
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-
-    def on_train_batch_begin(self, batch, logs=None):
-        progress = (self._epoch * self._steps + batch) / self._total
-        self._set(min(max(progress, 0.0), 1.0))
+        # Variables are readable here on every backend (JAX syncs its state
+        # back at the end of each epoch).
+        self._start = self._read_step()
 
     def on_train_batch_end(self, batch, logs=None):
+        # The factor of the batch's last step, mirrored on the host.
+        progress = min((self._start + batch) / self._total, 1.0)
+        self.factor = self.factor_at(progress)
         if logs is not None:
             logs["grl_factor"] = self.factor
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
+        if logs is not None and self.factor is not None:
             logs["grl_factor"] = self.factor
-
-    def _set(self, progress):
-        self.factor = self.factor_at(progress)
-        for layer in self._layers:
-            layer.set_factor(self.factor)
 
     def get_config(self):
         if callable(self.schedule) or self.layers is not None:

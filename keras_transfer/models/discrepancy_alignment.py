@@ -7,6 +7,7 @@ from keras_transfer._validation import check_nonnegative
 from keras_transfer.losses.coral import CORAL
 from keras_transfer.losses.mmd import MMD
 from keras_transfer.models._domain import DomainModelBase
+from keras_transfer.models._reporting import loss_mean
 
 _NAMED = {
     "mmd": lambda: MMD(bandwidth_multipliers=(0.25, 0.5, 1.0, 2.0, 4.0)),
@@ -26,7 +27,12 @@ class DiscrepancyAlignmentModel(DomainModelBase):
     (multi-bandwidth MMD, median heuristic times 0.25 ... 4, unbiased
     estimator; as in DAN) and `"coral"` (Deep CORAL). Features must be 2-D
     `(batch, width)`. Inputs, labels and metrics follow
-    `DomainAdversarialModel`; the discrepancy is reported as `alignment_loss`.
+    `DomainAdversarialModel` (domains of different sizes are cycled, figures
+    exact, compile arguments as there); the discrepancy is reported as
+    `alignment_loss`, the count-weighted mean of the minibatch values (not
+    the discrepancy of the full sets), and a batch with fewer than 2
+    examples of a domain (where the estimate is undefined) adds no alignment
+    term.
     `alignment_weight` is a non-trainable variable that can be changed during
     `fit` with `set_alignment_weight`.
 
@@ -85,13 +91,22 @@ class DiscrepancyAlignmentModel(DomainModelBase):
             trainable=False,
             name="alignment_weight",
         )
-        self.alignment_loss_tracker = keras.metrics.Mean(name="alignment_loss")
+        self.alignment_loss_tracker = loss_mean("alignment_loss")
 
     def set_alignment_weight(self, value):
-        """Change `lambda` during training without retracing."""
-        self.alignment_weight_variable.assign(
-            check_nonnegative(value, "alignment_weight")
-        )
+        """Changes `lambda` (float >= 0), also during `fit` (no retracing).
+
+        On JAX the training loop's state is synced first, so the next step
+        uses the new value.
+        """
+        value = check_nonnegative(value, "alignment_weight")
+        if hasattr(self, "jax_state_sync"):
+            self.jax_state_sync()
+        self.alignment_weight_variable.assign(value)
+        self.alignment_weight = value
+
+    def _alignment_trackers(self):
+        return [self.alignment_loss_tracker]
 
     def _alignment_outputs(self, features, n_source, source, target, training):
         if source is None or target is None:
@@ -108,12 +123,44 @@ class DiscrepancyAlignmentModel(DomainModelBase):
         }
 
     def _alignment_loss(self, y_pred):
-        value = ops.cast(
-            self.discrepancy(y_pred["source_features"], y_pred["target_features"]),
-            "float32",
+        # Undefined on a batch with fewer than 2 examples of a domain (a
+        # covariance, an unbiased MMD): such a batch (a last, short one) adds
+        # no alignment term and does not count in the figure. `cond`, not
+        # `where`: the NaN of the untaken branch would reach the gradients.
+        def discrepancy():
+            return ops.cast(
+                self.discrepancy(
+                    y_pred["source_features"], y_pred["target_features"]
+                ),
+                "float32",
+            )
+
+        defined = self._defined(y_pred)
+        if isinstance(defined, bool):  # static batch sizes (JAX)
+            value = discrepancy() if defined else ops.zeros((), "float32")
+        else:
+            value = ops.cond(
+                defined, discrepancy, lambda: ops.zeros((), "float32")
+            )
+        # A minibatch statistic: the epoch figure is the count-weighted mean
+        # of the batches' values, not the discrepancy of the full sets.
+        self.alignment_loss_tracker.update_state(
+            value, sample_weight=self._alignment_count(y_pred)
         )
-        self.alignment_loss_tracker.update_state(value)
-        return self.alignment_weight_variable * value
+        return ops.convert_to_tensor(self.alignment_weight_variable) * value
+
+    def _defined(self, y_pred):
+        n_source = y_pred["source_features"].shape[0]
+        n_target = y_pred["target_features"].shape[0]
+        if n_source is not None and n_target is not None:
+            return n_source >= 2 and n_target >= 2
+        return ops.logical_and(
+            ops.greater_equal(ops.shape(y_pred["source_features"])[0], 2),
+            ops.greater_equal(ops.shape(y_pred["target_features"])[0], 2),
+        )
+
+    def _alignment_count(self, y_pred):
+        return ops.where(self._defined(y_pred), self._pair_count(y_pred), 0.0)
 
     def _alignment_metrics(self, y_pred):
         return {"alignment_loss": self.alignment_loss_tracker.result()}
@@ -125,7 +172,9 @@ class DiscrepancyAlignmentModel(DomainModelBase):
                 "discrepancy": keras.saving.serialize_keras_object(
                     self.discrepancy
                 ),
-                "alignment_weight": self.alignment_weight,
+                "alignment_weight": float(
+                    ops.convert_to_numpy(self.alignment_weight_variable)
+                ),
             }
         )
         return config

@@ -7,6 +7,10 @@ from keras_transfer.datasets.tf_data import from_slices
 from keras_transfer.losses.distillation import KLDistillation
 from keras_transfer.losses.distillation import _check_bool
 from keras_transfer.losses.distillation import _check_temperature
+from keras_transfer.models._domain import check_from_logits
+from keras_transfer.models._reporting import batch_size
+from keras_transfer.models._reporting import loss_mean
+from keras_transfer.models._reporting import reported_metrics
 
 INPUTS_KEY = "inputs"
 TEACHER_OUTPUTS_KEY = "teacher_outputs"
@@ -100,6 +104,16 @@ def _check_hints(hints, teacher, student):
     return hints
 
 
+def _without_compile(config):
+    # The frozen teacher never trains in the distiller: restoring its own
+    # compile settings on load would rebuild its optimizer on no trainable
+    # variables, and Keras would warn on every load that it skips the saved
+    # optimizer state.
+    config = dict(config)
+    config.pop("compile_config", None)
+    return config
+
+
 def _model_inputs(model):
     return model.inputs[0] if len(model.inputs) == 1 else model.inputs
 
@@ -134,6 +148,13 @@ class Distiller(keras.distillation.Distiller):
     moving statistics. `call`, `predict` and the compiled metrics are the
     student's; `distiller.student` is the trained student, ready to save on
     its own.
+
+    `fit`'s `sample_weight` weights the label term `CE` only (the teacher's
+    soft targets exist for every example). Every epoch figure
+    (`student_loss`, `distillation_loss`, `hint_loss`, `total_loss`, `loss`,
+    compiled metrics; in logs, validation and `evaluate`) equals the figure on
+    all the data at once, whatever the batch size, and `EarlyStopping` /
+    `ModelCheckpoint` know each loss is minimised without `mode=`.
 
     When the input pipeline has no random augmentation, the teacher's outputs
     are the same every epoch: `cache_teacher_outputs(x)` computes them once
@@ -232,7 +253,14 @@ class Distiller(keras.distillation.Distiller):
         self.from_logits = from_logits
         self.hints = hints
         self.hint_weight = float(hint_weight)
-        self.hint_loss_tracker = keras.metrics.Mean(name="hint_loss")
+        self.hint_loss_tracker = loss_mean("hint_loss")
+        # Keras's own trackers, minimised, updated with batch counts.
+        for tracker in (
+            self.student_loss_tracker,
+            self.distillation_loss_tracker,
+            self.total_loss_tracker,
+        ):
+            tracker._direction = "down"
         teacher_layers = [t for t, _ in hints]
         student_layers = [s for _, s in hints]
         self._teacher_features = (
@@ -257,10 +285,18 @@ class Distiller(keras.distillation.Distiller):
             metrics: list of metrics, computed on the student's outputs.
             **kwargs: passed to `keras.Model.compile`.
         """
+        if kwargs.get("loss_weights") is not None:
+            raise ValueError(
+                "`Distiller` weights its terms through `alpha` and "
+                "`hint_weight`, not `compile(loss_weights=...)`. Received: "
+                f"loss_weights={kwargs['loss_weights']!r}"
+            )
+        kwargs.pop("loss_weights", None)
         if loss is None:
             loss = keras.losses.SparseCategoricalCrossentropy(
                 from_logits=self.from_logits
             )
+        check_from_logits(keras.losses.get(loss), self.student, "loss", "student")
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
         # Keras's Distiller compiles its parent with `loss=None`; keep the
         # real label loss in the saved compile config so that `load_model`
@@ -276,10 +312,19 @@ class Distiller(keras.distillation.Distiller):
 
     @property
     def metrics(self):
-        metrics = super().metrics
+        own = [
+            self.student_loss_tracker,
+            self.distillation_loss_tracker,
+            self.total_loss_tracker,
+        ]
         if self.hints:
-            metrics = metrics + [self.hint_loss_tracker]
-        return metrics
+            own.append(self.hint_loss_tracker)
+        # Keras's `loss` tracker is kept: every term is a mean over the
+        # batch's examples, so its batch-size weighting is exact here.
+        skip = {id(self.hint_loss_tracker)}
+        return reported_metrics(
+            [m for m in super().metrics if id(m) not in skip], own, None
+        )
 
     def _split_inputs(self, inputs):
         if isinstance(inputs, dict) and TEACHER_OUTPUTS_KEY in inputs:
@@ -332,10 +377,13 @@ class Distiller(keras.distillation.Distiller):
         total_loss = (
             self.alpha * distillation_loss + (1.0 - self.alpha) * student_loss
         )
-        self.student_loss_tracker.update_state(student_loss)
-        self.distillation_loss_tracker.update_state(kd_loss)
-        self.hint_loss_tracker.update_state(hint_loss)
-        self.total_loss_tracker.update_state(total_loss)
+        # Each term is a mean over the batch's examples: weighted by the
+        # batch size, the epoch figure is the mean over all examples.
+        count = batch_size(y_pred)
+        self.student_loss_tracker.update_state(student_loss, sample_weight=count)
+        self.distillation_loss_tracker.update_state(kd_loss, sample_weight=count)
+        self.hint_loss_tracker.update_state(hint_loss, sample_weight=count)
+        self.total_loss_tracker.update_state(total_loss, sample_weight=count)
         if self.student.losses:
             total_loss = total_loss + ops.cast(
                 ops.sum(self.student.losses), "float32"
@@ -444,7 +492,9 @@ class Distiller(keras.distillation.Distiller):
         config = keras.Model.get_config(self)
         config.update(
             {
-                "teacher": keras.saving.serialize_keras_object(self.teacher),
+                "teacher": _without_compile(
+                    keras.saving.serialize_keras_object(self.teacher)
+                ),
                 "student": keras.saving.serialize_keras_object(self.student),
                 "alpha": self.alpha,
                 "temperature": self.temperature,

@@ -2,6 +2,12 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_transfer.models._domain import check_from_logits
+from keras_transfer.models._domain import reject_compile_kwargs
+from keras_transfer.models._reporting import TotalLoss
+from keras_transfer.models._reporting import loss_mean
+from keras_transfer.models._reporting import reported_metrics
+
 _UNCERTAINTY = "uncertainty"
 
 
@@ -44,7 +50,13 @@ class MultiTaskModel(keras.Model):
     classification form `L_i / sigma_i^2 + log sigma_i`). Learned
     weights settle where `exp(-s_i) = 1 / (2 L_i)`: tasks with a larger loss
     get less weight. `fit` reports `<task>_loss` and `<task>_weight` for every
-    task, plus each task's metrics as `<task>_<metric>`.
+    task, plus each task's metrics as `<task>_<metric>`. Each epoch figure
+    equals the figure on all the data at once whatever the batch size (a
+    task's loss is weighted by its count of labelled examples, batches where
+    a task has none included), and `EarlyStopping` / `ModelCheckpoint` know
+    the direction of the losses and metrics without `mode=` (a
+    `<task>_weight` has none). `sample_weight` weights the losses;
+    `weighted_metrics` and `loss_weights` are refused.
 
     Args:
         encoder: the shared `keras.Model` or layer, inputs -> features.
@@ -142,12 +154,20 @@ class MultiTaskModel(keras.Model):
                 initializer="zeros",
                 dtype="float32",
             )
+        # Epoch figures are exact: each task's loss is weighted by its
+        # count of labelled examples, `loss` is the sum of exact terms.
         self.task_loss_trackers = {
-            task: keras.metrics.Mean(name=f"{task}_loss") for task in names
+            task: loss_mean(f"{task}_loss") for task in names
         }
+        # A weight has no better side for `EarlyStopping`.
         self.task_weight_trackers = {
-            task: keras.metrics.Mean(name=f"{task}_weight") for task in names
+            task: loss_mean(f"{task}_weight", direction=None) for task in names
         }
+        self._total_loss = TotalLoss(
+            [f"task_{i}" for i in range(len(names))]
+            + [f"log_variance_{i}" for i in range(len(names))]
+            + ["regularization"]
+        )
         self.task_metrics = {task: [] for task in names}
 
     def call(self, inputs, training=None):
@@ -165,20 +185,18 @@ class MultiTaskModel(keras.Model):
             loss: a dict of losses, one per head, or one loss for all
                 heads. Required.
             metrics: optional dict of metric lists keyed by task name.
-            **kwargs: passed to `keras.Model.compile` (not `loss_weights`:
-                use `task_weights`).
+            **kwargs: passed to `keras.Model.compile` (`jit_compile`,
+                `run_eagerly`, `steps_per_execution`, ...); not
+                `loss_weights` (use `task_weights`) or `weighted_metrics`.
         """
         if loss is None:
             raise ValueError(
                 "`MultiTaskModel.compile` needs a `loss`: one loss or a dict "
                 f"with one per head {self.task_names}. Received: loss=None"
             )
-        if kwargs.get("loss_weights") is not None:
-            raise ValueError(
-                "`MultiTaskModel` weights tasks through `task_weights=` in "
-                "its constructor. Received: loss_weights="
-                f"{kwargs['loss_weights']!r}"
-            )
+        kwargs = reject_compile_kwargs(
+            self, kwargs, "`task_weights=` in its constructor"
+        )
         losses = loss if isinstance(loss, dict) else {t: loss for t in self.task_names}
         if sorted(losses) != self.task_names:
             raise ValueError(
@@ -192,6 +210,10 @@ class MultiTaskModel(keras.Model):
                 f"{self.task_names}. Received: metrics={metrics!r}"
             )
         self.task_losses = {t: keras.losses.get(l) for t, l in losses.items()}
+        for task, task_loss in self.task_losses.items():
+            check_from_logits(
+                task_loss, self.heads[task], f"loss[{task!r}]", f"heads[{task!r}]"
+            )
         self.task_metrics = {}
         for task in self.task_names:
             task_metrics = []
@@ -200,7 +222,6 @@ class MultiTaskModel(keras.Model):
                 metric.name = f"{task}_{metric.name}"
                 task_metrics.append(metric)
             self.task_metrics[task] = task_metrics
-        kwargs.pop("loss_weights", None)
         super().compile(optimizer=optimizer, loss=None, **kwargs)
         self._compile_config.config["loss"] = loss
         self._compile_config.config["metrics"] = metrics or None
@@ -214,12 +235,11 @@ class MultiTaskModel(keras.Model):
 
     @property
     def metrics(self):
-        metrics = super().metrics
-        metrics += list(self.task_loss_trackers.values())
-        metrics += list(self.task_weight_trackers.values())
+        own = list(self.task_loss_trackers.values())
+        own += list(self.task_weight_trackers.values())
         for task_metrics in self.task_metrics.values():
-            metrics += task_metrics
-        return metrics
+            own += task_metrics
+        return reported_metrics(super().metrics, own, self._total_loss)
 
     def _check_label_names(self, y):
         if not isinstance(y, dict) or sorted(y) != self.task_names:
@@ -270,20 +290,25 @@ class MultiTaskModel(keras.Model):
                 weights = sample_weight[task] if isinstance(sample_weight, dict) else sample_weight
                 mask = mask * ops.reshape(ops.cast(weights, "float32"), ops.shape(mask))
             values = self._per_example_loss(task, safe_y, y_pred[task])
-            task_loss = ops.sum(values * mask) / ops.maximum(ops.sum(mask), 1.0)
+            count = ops.sum(mask)
+            task_loss = ops.sum(values * mask) / ops.maximum(count, 1.0)
             if self.task_weights == _UNCERTAINTY:
-                log_var = self.log_variances[index]
+                log_var = ops.convert_to_tensor(self.log_variances)[index]
                 weight = ops.exp(-log_var)
                 total = total + weight * task_loss + 0.5 * log_var
+                self._total_loss.add(f"log_variance_{index}", 0.5 * log_var, 1.0)
             else:
                 weight = ops.convert_to_tensor(self.task_weights[task], "float32")
                 total = total + weight * task_loss
+            self._total_loss.add(f"task_{index}", weight * task_loss, count)
             self.task_loss_trackers[task].update_state(
-                task_loss, sample_weight=ops.minimum(ops.sum(mask), 1.0)
+                task_loss, sample_weight=count
             )
             self.task_weight_trackers[task].update_state(weight)
         if self.losses:
-            total = total + ops.cast(ops.sum(self.losses), "float32")
+            value = sum(ops.cast(loss, "float32") for loss in self.losses)
+            self._total_loss.add("regularization", value, 1.0)
+            total = total + value
         return total
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):

@@ -44,7 +44,7 @@ class GradientReversalTest(TestCase, parameterized.TestCase):
             input_shape=(2, 3),
             expected_output_shape=(2, 3),
             expected_num_trainable_weights=0,
-            expected_num_non_trainable_weights=1,
+            expected_num_non_trainable_weights=5,
             supports_masking=True,
         )
 
@@ -156,3 +156,70 @@ class GradientReversalTest(TestCase, parameterized.TestCase):
         x = np.ones((2, 3), "float32")
         self.assertAllClose(loaded(x), model(x))
         self.assertAllClose(loaded.layers[1].factor_variable, 0.75)
+
+    def test_get_config_reflects_factor_set_later(self):
+        layer = GradientReversal(0.25)
+        layer(np.ones((1, 2), "float32"))
+        layer.set_factor(0.75)
+        self.assertEqual(layer.get_config()["factor"], 0.75)
+        self.assertEqual(GradientReversal.from_config(layer.get_config()).factor, 0.75)
+
+    def test_schedule_is_computed_in_the_train_step(self):
+        # loss = mean(w * x) with x = 1: through the reversal each SGD step
+        # adds lr * factor_s to w, factor_s = max_factor * (2/(1+e^{-g s/T})-1).
+        inputs = keras.Input((1,))
+        dense = keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")
+        layer = GradientReversal(factor=0.0)
+        model = keras.Model(inputs, layer(dense(inputs)))
+        model.compile(
+            optimizer=keras.optimizers.SGD(learning_rate=1.0),
+            loss=lambda y_true, y_pred: ops.mean(y_pred),
+        )
+        layer.set_schedule(total_steps=4, gamma=10.0, max_factor=2.0)
+        x, y = np.ones((4, 1), "float32"), np.zeros((4, 1), "float32")
+        model.fit(x, y, batch_size=1, epochs=1, shuffle=False, verbose=0)
+        factors = [2.0 * (2 / (1 + np.exp(-10 * s / 4)) - 1) for s in range(4)]
+        self.assertAllClose(dense.kernel, [[sum(factors)]], atol=1e-5)
+        self.assertAllClose(layer.schedule_step, 4.0)
+        self.assertAllClose(layer.factor, factors[-1], atol=1e-6)
+        # Inference does not advance the schedule.
+        model.predict(x, verbose=0)
+        self.assertAllClose(layer.schedule_step, 4.0)
+        layer.set_factor(0.5)
+        self.assertAllClose(layer.schedule_steps, 0.0)
+
+    def test_invalid_schedule_raises(self):
+        layer = GradientReversal()
+        with self.assertRaisesRegex(ValueError, "needs a built layer"):
+            layer.set_schedule(10)
+        layer.build((2, 3))
+        with self.assertRaisesRegex(ValueError, "`total_steps` must be"):
+            layer.set_schedule(0)
+        with self.assertRaisesRegex(ValueError, "`schedule` must be a callable"):
+            layer.set_schedule(4, schedule="dann")
+
+    def test_set_factor_inside_an_epoch(self):
+        # loss = mean(w * x), x = 1: each SGD step adds lr * factor to w.
+        inputs = keras.Input((1,))
+        dense = keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")
+        layer = GradientReversal(factor=0.0)
+        model = keras.Model(inputs, layer(dense(inputs)))
+        model.compile(optimizer=keras.optimizers.SGD(1.0), loss=lambda t, p: ops.mean(p))
+
+        class SetFactor(keras.callbacks.Callback):
+            def __init__(self, sync):
+                super().__init__()
+                self.sync = sync
+
+            def on_train_batch_begin(self, batch, logs=None):
+                if self.sync and hasattr(self.model, "jax_state_sync"):
+                    self.model.jax_state_sync()
+                layer.set_factor(float(batch + 1))
+
+        x, y = np.ones((3, 1), "float32"), np.zeros((3, 1), "float32")
+        model.fit(x, y, batch_size=1, shuffle=False, verbose=0, callbacks=[SetFactor(True)])
+        self.assertAllClose(dense.kernel, [[1.0 + 2.0 + 3.0]])
+        if keras.backend.backend() == "jax":
+            # Without the sync the write would be lost: a clear error instead.
+            with self.assertRaisesRegex(RuntimeError, "jax_state_sync"):
+                model.fit(x, y, batch_size=1, shuffle=False, verbose=0, callbacks=[SetFactor(False)])

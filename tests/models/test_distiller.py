@@ -6,6 +6,7 @@ import pytest
 from absl.testing import parameterized
 
 from keras_transfer.models import Distiller
+from tests.models.reference import BATCH_SIZES
 from tests.testing import TestCase
 
 
@@ -234,6 +235,65 @@ def _benchmark_module(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+class DistillerFiguresTest(TestCase, parameterized.TestCase):
+    """Every epoch figure equals the figure on all the data at once."""
+
+    @parameterized.parameters(*BATCH_SIZES)
+    def test_fit_and_evaluate_figures_at_batch_size(self, batch_size):
+        alpha, temperature = 0.4, 2.0
+        teacher, student = _mlp("t", seed=1), _mlp("s", seed=2)
+        distiller = Distiller(teacher, student, alpha=alpha, temperature=temperature,
+                              hints=[("hidden", "hidden")], hint_weight=0.5)
+        distiller.compile(optimizer=keras.optimizers.SGD(0.0), metrics=["accuracy"])
+        x, y = _data(13)
+        history = distiller.fit(x, y, batch_size=batch_size, epochs=1, verbose=0, validation_data=(x, y))
+        t, s = np.asarray(teacher(x)), np.asarray(student(x))
+        log_pt, log_ps = _log_softmax(t / temperature), _log_softmax(s / temperature)
+        kd = temperature**2 * (np.exp(log_pt) * (log_pt - log_ps)).sum(-1).mean()
+        feats = lambda m: np.asarray(keras.Model(m.inputs, m.get_layer("hidden").output)(x))  # noqa: E731
+        hint = np.mean((feats(teacher) - feats(student)) ** 2)
+        ce = -_log_softmax(s)[np.arange(len(y)), y].mean()
+        total = alpha * (kd + 0.5 * hint) + (1 - alpha) * ce
+        expected = {"student_loss": ce, "distillation_loss": kd, "hint_loss": hint,
+                    "total_loss": total, "loss": total, "accuracy": np.mean(s.argmax(-1) == y)}
+        for key, value in expected.items():
+            self.assertAllClose(history.history[key][0], value, atol=1e-5, msg=key)
+            self.assertAllClose(history.history["val_" + key][0], value, atol=1e-5, msg=key)
+
+    def test_callbacks_infer_direction_and_load_is_quiet(self):
+        import warnings
+
+        teacher, student = _mlp("t", seed=1), _mlp("s", seed=2)
+        x, y = _data(8)
+        teacher.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        teacher.fit(x, y, verbose=0)
+        distiller = Distiller(teacher, student)
+        distiller.compile(optimizer="adam", metrics=["accuracy"])
+        distiller.fit(x, y, epochs=2, verbose=0, validation_data=(x, y), callbacks=[
+            keras.callbacks.EarlyStopping("val_student_loss", patience=3),
+            keras.callbacks.EarlyStopping("val_distillation_loss", patience=3),
+            keras.callbacks.EarlyStopping("total_loss", patience=3),
+            keras.callbacks.EarlyStopping("val_accuracy", patience=3),
+        ])
+        path = os.path.join(self.get_temp_dir(), "quiet.keras")
+        distiller.save(path)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            loaded = keras.models.load_model(path)
+        # The frozen teacher's optimizer state was reported as skipped.
+        self.assertEqual([str(w.message) for w in caught if "optimizer" in str(w.message)], [])
+        loaded.fit(x, y, epochs=1, verbose=0)
+
+    def test_compile_arguments_rejected(self):
+        teacher, student = _mlp("t", seed=1), _mlp("s", seed=2)
+        with self.assertRaisesRegex(ValueError, "loss_weights"):
+            Distiller(teacher, student).compile(optimizer="sgd", loss_weights=[1.0])
+        softmax_student = _mlp("p", softmax=True)
+        with self.assertRaisesRegex(ValueError, "ends in a softmax"):
+            Distiller(teacher, softmax_student).compile(optimizer="sgd")
+        Distiller(teacher, softmax_student, from_logits=False).compile(optimizer="sgd")
 
 
 @pytest.mark.large

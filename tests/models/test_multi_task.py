@@ -6,6 +6,7 @@ import pytest
 from absl.testing import parameterized
 
 from keras_transfer.models import MultiTaskModel
+from tests.models.reference import BATCH_SIZES
 from tests.testing import TestCase
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -200,6 +201,60 @@ class MultiTaskModelTest(TestCase):
 
 
 @pytest.mark.large
+class MultiTaskFiguresTest(TestCase, parameterized.TestCase):
+    """Every epoch figure equals the figure on all the data at once."""
+
+    @parameterized.parameters(*BATCH_SIZES)
+    def test_fit_and_evaluate_figures_at_batch_size(self, batch_size):
+        x, y = _data(n=13)  # digit unlabelled in rows 0-3: an empty first batch at 4
+        model = _model(task_weights="uncertainty")
+        model.compile(optimizer=keras.optimizers.SGD(0.0), loss=LOSS,
+                      metrics={"digit": ["accuracy"], "speaker": ["accuracy"]})
+        model(x)
+        model.log_variances.assign([0.3, -0.2])
+        history = model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0, validation_data=(x, y))
+        out = {k: keras.ops.convert_to_numpy(v) for k, v in model(x).items()}
+        expected = {}
+        loss = 0.0
+        for task, s in (("digit", 0.3), ("speaker", -0.2)):
+            keep = y[task] != -1
+            expected[f"{task}_loss"] = _masked_ce(out[task], y[task])
+            expected[f"{task}_accuracy"] = np.mean(out[task][keep].argmax(-1) == y[task][keep])
+            expected[f"{task}_weight"] = np.exp(-s)
+            loss += np.exp(-s) * expected[f"{task}_loss"] + 0.5 * s
+        expected["loss"] = loss
+        for key, value in expected.items():
+            self.assertAllClose(history.history[key][0], value, atol=1e-5, msg=key)
+            self.assertAllClose(history.history["val_" + key][0], value, atol=1e-5, msg=key)
+        result = model.evaluate(x, y, batch_size=batch_size, return_dict=True, verbose=0)
+        self.assertAllClose(result["loss"], loss, atol=1e-5)
+
+    def test_callbacks_infer_direction(self):
+        x, y = _data()
+        model = _model()
+        model.compile(optimizer="sgd", loss=LOSS, metrics={"digit": ["accuracy"]})
+        model.fit(x, y, epochs=2, verbose=0, validation_data=(x, y), callbacks=[
+            keras.callbacks.EarlyStopping("val_digit_loss", patience=3),
+            keras.callbacks.EarlyStopping("val_digit_accuracy", patience=3),
+        ])
+        for monitor, op in (("val_digit_accuracy", keras.ops.greater), ("val_speaker_loss", keras.ops.less)):
+            stop = keras.callbacks.EarlyStopping(monitor)
+            stop.set_model(model)
+            stop._set_monitor_op()
+            self.assertIs(stop.monitor_op, op)
+
+    def test_compile_arguments_rejected(self):
+        for kwargs, message in (({"weighted_metrics": {"digit": ["accuracy"]}}, "weighted_metrics"),
+                                ({"loss_weights": {"digit": 1.0, "speaker": 1.0}}, "loss_weights")):
+            with self.assertRaisesRegex(ValueError, message):
+                _model().compile(optimizer="sgd", loss=LOSS, **kwargs)
+        encoder = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4)])
+        model = MultiTaskModel(encoder, {"a": keras.layers.Dense(3, activation="softmax"), "b": keras.layers.Dense(2)})
+        with self.assertRaisesRegex(ValueError, "ends in a softmax"):
+            model.compile(optimizer="sgd", loss=LOSS)
+        model.compile(optimizer="sgd", loss={"a": keras.losses.SparseCategoricalCrossentropy(), "b": LOSS})
+
+
 def test_spoken_digits_with_masked_digit_labels():
     # Real data: FSDD digit + speaker from the same recordings, with 80% of
     # the digit labels missing (masked). Both heads learn, and the learned
