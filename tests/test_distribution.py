@@ -125,10 +125,5 @@ def test_tf_mirrored_strategy_custom_train_step_is_refused():
     result = _run("mirrored", "dann", backend="tensorflow")
     assert "keras.distribution.DataParallel" in result["check_error"]
     assert "2 replicas" in result["check_error"]
-    if result["fit_error"] is None:
-        pytest.xfail(
-            "models/ does not call keras_transfer.distribution."
-            f"check_tf_distribute yet: fit trained wrongly, max weight "
-            f"error {result['max_abs_diff']:.3g}"
-        )
+    assert result["fit_error"] is not None, result
     assert "keras.distribution.DataParallel" in result["fit_error"]

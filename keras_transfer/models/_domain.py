@@ -5,6 +5,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_transfer.distribution import check_tf_distribute
 from keras_transfer.models._reporting import TotalLoss
 from keras_transfer.models._reporting import batch_size
 from keras_transfer.models._reporting import loss_mean
@@ -403,6 +404,7 @@ class DomainModelBase(keras.Model):
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
     ):
+        check_tf_distribute(self)
         if y_pred is None:
             y_pred = self(x, training=training)
         if not isinstance(x, dict):

@@ -4,6 +4,7 @@ from keras import ops
 
 from keras_transfer._validation import check_int
 from keras_transfer.datasets.tf_data import from_slices
+from keras_transfer.distribution import check_tf_distribute
 from keras_transfer.losses.distillation import KLDistillation
 from keras_transfer.losses.distillation import _check_bool
 from keras_transfer.losses.distillation import _check_temperature
@@ -343,6 +344,7 @@ class Distiller(keras.distillation.Distiller):
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
     ):
+        check_tf_distribute(self)
         inputs, teacher_outputs = self._split_inputs(x)
         if teacher_outputs is None:
             teacher_outputs = self._teacher_forward(inputs)

@@ -2,6 +2,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_transfer.distribution import check_tf_distribute
 from keras_transfer.models._domain import check_from_logits
 from keras_transfer.models._domain import reject_compile_kwargs
 from keras_transfer.models._reporting import TotalLoss
@@ -280,6 +281,7 @@ class MultiTaskModel(keras.Model):
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
     ):
+        check_tf_distribute(self)
         self._check_label_names(y)
         if y_pred is None:
             y_pred = self(x, training=training)
