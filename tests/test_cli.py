@@ -292,8 +292,18 @@ class FitTest(TestCase):
             results = json.load(f)
         self.assertEqual((results["n_train"], results["n_test"]), (1000, 1000))
         self.assertEqual(results["strategy"], "feature_extraction")
-        # Frozen MiniLM sentence embeddings + a softmax head on 1,000 reviews.
-        self.assertGreater(results["test_accuracy"], 0.70)
+        # Frozen MiniLM sentence embeddings + a linear head whose rate, L2
+        # and epochs were chosen on 200 of the 1,000 training reviews. A
+        # scikit-learn logistic regression on the same features scores
+        # 0.741 at its best C (chosen on the test set, so optimistic); this
+        # run measured 0.735 (the old fixed 40 epochs at 1e-3: about 0.70).
+        self.assertGreater(results["test_accuracy"], 0.72)
+        chosen = results["chosen"]
+        self.assertEqual(chosen["validation_fraction"], 0.2)
+        self.assertLen(chosen["searched"], 8)
+        best = min(chosen["searched"], key=lambda s: s["val_cross_entropy"])
+        self.assertEqual((best["learning_rate"], best["l2"], best["epochs"]),
+                         (chosen["learning_rate"], chosen["l2"], chosen["epochs"]))
         self.assertIn("held-out accuracy", result.stdout)
         self.assertTrue(os.path.isfile(os.path.join(logdir, "default", "model.keras")))
 
@@ -505,7 +515,7 @@ class HeadSelectionTest(TestCase):
                 args, base, x, y, x[:20], y_test, 2, keras.callbacks.History()
             )
             chosen.append({k: settings[k] for k in ("learning_rate", "l2", "epochs", "searched")})
-            best = min(settings["searched"], key=lambda s: s["val_loss"])
+            best = min(settings["searched"], key=lambda s: s["val_cross_entropy"])
             self.assertEqual((best["learning_rate"], best["l2"]),
                              (settings["learning_rate"], settings["l2"]))
         self.assertEqual(chosen[0], chosen[1])
