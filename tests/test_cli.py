@@ -1,8 +1,10 @@
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
+from unittest import mock
 
 import keras
 import numpy as np
@@ -10,6 +12,10 @@ import pytest
 
 from keras_transfer import cli
 from keras_transfer import datasets
+from keras_transfer.cli import _head
+from keras_transfer.cli import _inputs
+from keras_transfer.cli import _run_folder
+from keras_transfer.cli import fit as fit_command
 from tests.testing import REPO_ROOT
 from tests.testing import TestCase
 
@@ -188,7 +194,9 @@ class BadInputTest(TestCase):
 
     def test_bad_numbers(self):
         self.assertEqual(self.main("--test-fraction", "1.5"), 2)
-        self.assertIn("--test-fraction 1.5", self.stderr_line())
+        line = self.stderr_line()
+        self.assertIn("--test-fraction: '1.5' is out of range", line)
+        self.assertIn("Allowed: a number strictly between 0 and 1", line)
         self.assertEqual(self.main("--run-name", "a/b"), 2)
         self.assertIn("--run-name 'a/b'", self.stderr_line())
 
@@ -213,7 +221,7 @@ class SaveTest(TestCase):
                 raise OSError("disk full")
 
         with self.assertRaisesRegex(OSError, "disk full"):
-            cli._save_atomically(Crashing(), path)
+            _run_folder.save_atomically(Crashing(), path)
         with open(path) as f:
             self.assertEqual(f.read(), "an earlier model")
         self.assertEqual(os.listdir(os.path.dirname(path)), ["model.keras"])
@@ -225,7 +233,7 @@ class FitTest(TestCase):
         args = cli.build_parser().parse_args(
             ["fit", "--logdir", logdir, "--run-name", "run", "--verbose", "0", *args]
         )
-        results = cli.fit(args)
+        results = fit_command.run(args)
         run_dir = os.path.join(logdir, "run")
         with open(os.path.join(run_dir, "results.json")) as f:
             self.assertEqual(json.load(f), results)
@@ -246,7 +254,7 @@ class FitTest(TestCase):
         self.assertEqual(results["n_test"], 200)
         model = keras.models.load_model(results["model"])
         (_, _), (x_test, y_test) = datasets.load_digits(seed=0)
-        x = cli._to_rgb(x_test[:200] * (255.0 / 16.0), 32)
+        x = _inputs.to_rgb(x_test[:200] * (255.0 / 16.0), 32)
         accuracy = np.mean(np.argmax(model.predict(x, verbose=0), -1) == y_test[:200])
         self.assertAllClose(accuracy, results["test_accuracy"], atol=1e-6)
 
@@ -284,8 +292,18 @@ class FitTest(TestCase):
             results = json.load(f)
         self.assertEqual((results["n_train"], results["n_test"]), (1000, 1000))
         self.assertEqual(results["strategy"], "feature_extraction")
-        # Frozen MiniLM sentence embeddings + a softmax head on 1,000 reviews.
-        self.assertGreater(results["test_accuracy"], 0.70)
+        # Frozen MiniLM sentence embeddings + a linear head whose rate, L2
+        # and epochs were chosen on 200 of the 1,000 training reviews. A
+        # scikit-learn logistic regression on the same features scores
+        # 0.741 at its best C (chosen on the test set, so optimistic); this
+        # run measured 0.735 (the old fixed 40 epochs at 1e-3: about 0.70).
+        self.assertGreater(results["test_accuracy"], 0.72)
+        chosen = results["chosen"]
+        self.assertEqual(chosen["validation_fraction"], 0.2)
+        self.assertLen(chosen["searched"], 8)
+        best = min(chosen["searched"], key=lambda s: s["val_cross_entropy"])
+        self.assertEqual((best["learning_rate"], best["l2"], best["epochs"]),
+                         (chosen["learning_rate"], chosen["l2"], chosen["epochs"]))
         self.assertIn("held-out accuracy", result.stdout)
         self.assertTrue(os.path.isfile(os.path.join(logdir, "default", "model.keras")))
 
@@ -325,3 +343,180 @@ class CSVOptionsTest(TestCase):
             code = self.main("--encoding", "cp1252", "--on-bad-lines", "warn", "--n-train", "99")
         self.assertEqual(code, 2)
         self.assertIn("--n-train 99 is more than the", self.capsys.readouterr().err)
+
+
+HELP_WITHOUT_PARENT = """
+import importlib.util, sys, types
+# The CLI package alone: `keras_transfer/__init__.py` (which imports every
+# subpackage, hence Keras) is not run, so this measures the CLI's own imports.
+spec = importlib.util.find_spec("keras_transfer")
+package = types.ModuleType("keras_transfer")
+package.__path__ = list(spec.submodule_search_locations)
+sys.modules["keras_transfer"] = package
+from keras_transfer.cli import main
+code = main(sys.argv[1:])
+print("EXIT", code)
+print("HEAVY", sorted(m for m in ("keras", "tensorflow", "jax", "numpy") if m in sys.modules))
+"""
+
+
+class SharedBehaviourTest(TestCase):
+    """What every command does alike (issue 18, part 8)."""
+
+    @pytest.fixture(autouse=True)
+    def _capsys(self, capsys):
+        self.capsys = capsys
+
+    def test_help_imports_neither_keras_nor_tensorflow(self):
+        result = subprocess.run(
+            [sys.executable, "-c", HELP_WITHOUT_PARENT, "fit", "--help"],
+            capture_output=True, text=True, cwd=REPO_ROOT, timeout=300,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr[-2000:])
+        self.assertIn("EXIT 0", result.stdout)
+        self.assertIn("HEAVY []", result.stdout)
+        # Each command's help ends with examples.
+        self.assertIn("examples:\n  keras-transfer fit ", result.stdout)
+
+    def test_numeric_options_are_bounded(self):
+        for option, value, allowed in (
+            ("--seed", "-1", "0 to 4,294,967,295"),
+            ("--seed", str(2**32), "0 to 4,294,967,295"),
+            ("--image-size", "100000", "32 to 512"),
+            ("--batch-size", "0", "1 to 65,536"),
+            ("--epochs", "100001", "1 to 10,000"),
+            ("--n-train", "0", "1 to 10,000,000"),
+            ("--sequence-length", "1", "2 to 512"),
+            ("--learning-rate", "nan", "(0, 10]"),
+            ("--learning-rate", "inf", "(0, 10]"),
+            ("--l2", "-0.1", "[0, 1]"),
+            ("--validation-fraction", "1", "strictly between 0 and 1"),
+        ):
+            code = cli.main(["fit", "--logdir", self.get_temp_dir(), option, value])
+            self.assertEqual(code, 2, (option, value))
+            err = self.capsys.readouterr().err.strip().splitlines()
+            self.assertLen(err, 1)
+            self.assertIn(f"argument {option}: {value!r}", err[0])
+            self.assertIn("Allowed: ", err[0])
+            self.assertIn(allowed, err[0])
+
+    def test_interrupt_while_loading_exits_130_with_one_line(self):
+        logdir = os.path.join(self.get_temp_dir(), "logs")
+
+        def interrupted(args):
+            raise KeyboardInterrupt
+
+        with mock.patch.object(_inputs, "load_data", interrupted):
+            code = cli.main(["fit", "--logdir", logdir, "--run-name", "r"])
+        self.assertEqual(code, 130)
+        err = self.capsys.readouterr().err.strip().splitlines()
+        self.assertEqual(err, [
+            "keras-transfer: interrupted; nothing new was written, earlier "
+            "results are as they were"
+        ])
+        self.assertEqual(os.listdir(os.path.join(logdir, "r")), [])
+
+    def test_interrupt_during_the_renames_finishes_them_first(self):
+        folder = self.get_temp_dir()
+        a, b = os.path.join(folder, "model.keras"), os.path.join(folder, "results.json")
+        for path in (a, b):
+            with open(path, "w") as f:
+                f.write("old")
+        replace = os.replace
+        calls = []
+
+        def replace_then_ctrl_c(src, dst):
+            replace(src, dst)
+            calls.append(dst)
+            if len(calls) == 1:
+                os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C between the renames
+
+        with mock.patch.object(_run_folder.os, "replace", replace_then_ctrl_c):
+            with self.assertRaises(KeyboardInterrupt):
+                with _run_folder.PendingFiles() as pending:
+                    for path in (a, b):
+                        with open(pending.path_for(path), "w") as f:
+                            f.write("new")
+                    pending.commit()
+        self.assertEqual(calls, [a, b])  # both renamed before the interrupt
+        for path in (a, b):
+            with open(path) as f:
+                self.assertEqual(f.read(), "new")
+        self.assertEqual(sorted(os.listdir(folder)), ["model.keras", "results.json"])
+
+    def test_run_records_settings_keeps_results_on_ctrl_c_and_honours_umask(self):
+        logdir = os.path.join(self.get_temp_dir(), "logs")
+        args = ["fit", "--logdir", logdir, "--run-name", "run", "--verbose", "0",
+                "--base", "efficientnet_lite0", "--data", "digits", "--image-size", "32",
+                "--n-train", "60", "--n-test", "20", "--epochs", "2",
+                "--learning-rate", "0.01", "--l2", "0.001"]
+        old_umask = os.umask(0o027)
+        try:
+            self.assertEqual(cli.main(args), 0)
+        finally:
+            os.umask(old_umask)
+        run_dir = os.path.join(logdir, "run")
+        paths = [os.path.join(run_dir, name) for name in ("model.keras", "results.json")]
+        for path in paths:
+            self.assertEqual(os.stat(path).st_mode & 0o777, 0o640)
+        with open(paths[1]) as f:
+            results = json.load(f)
+        parsed = vars(cli.build_parser().parse_args(args))
+        del parsed["command"]
+        self.assertEqual(results["settings"], parsed)
+        self.assertEqual(
+            {k: results["chosen"][k] for k in ("learning_rate", "l2", "epochs")},
+            {"learning_rate": 0.01, "l2": 0.001, "epochs": 2},
+        )
+        self.assertEqual(results["chosen"]["searched"], [])  # all three given
+        self.assertGreater(results["wall_time_s"], 0)
+        self.assertGreater(results["cpu_time_s"], 0)
+        before = [open(p, "rb").read() for p in paths]
+        self.capsys.readouterr()
+
+        def interrupted(*a, **k):
+            raise KeyboardInterrupt  # Ctrl-C during the post-save check
+
+        with mock.patch.object(fit_command, "_check_saved", interrupted):
+            self.assertEqual(cli.main(args + ["--overwrite", "--seed", "1"]), 130)
+        self.assertLen(self.capsys.readouterr().err.strip().splitlines(), 1)
+        self.assertEqual([open(p, "rb").read() for p in paths], before)
+        self.assertEqual(
+            sorted(n for n in os.listdir(run_dir) if not os.path.isdir(os.path.join(run_dir, n))),
+            ["model.keras", "results.json"],
+        )
+
+
+class HeadSelectionTest(TestCase):
+    """The head's settings are chosen on a split of the training data (part 10)."""
+
+    def test_stratified_split(self):
+        y = np.array([0] * 50 + [1] * 30 + [2] * 2)
+        fit_idx, val_idx = _head.stratified_split(y, 0.2, seed=0)
+        self.assertEqual(len(np.intersect1d(fit_idx, val_idx)), 0)
+        self.assertEqual(sorted(np.concatenate([fit_idx, val_idx])), list(range(len(y))))
+        self.assertEqual(np.bincount(y[val_idx]).tolist(), [10, 6, 1])
+        again, _ = _head.stratified_split(y, 0.2, seed=0)
+        np.testing.assert_array_equal(fit_idx, again)
+
+    def test_choice_uses_training_data_only(self):
+        # Test features that would mislead any choice made on them: labels
+        # flipped. The choice and epochs must not change with them.
+        rng = np.random.default_rng(0)
+        centers = rng.normal(size=(2, 8))
+        y = np.repeat([0, 1], 40)
+        x = (centers[y] + rng.normal(scale=1.5, size=(80, 8))).astype("float32")
+        inputs = keras.Input((8,))
+        base = keras.Model(inputs, keras.layers.Activation("linear")(inputs))
+        args = cli.build_parser().parse_args(["fit", "--verbose", "0", "--epochs", "3"])
+        chosen = []
+        for y_test in (y[:20], 1 - y[:20]):
+            model, history, settings = _head.fit_feature_extraction(
+                args, base, x, y, x[:20], y_test, 2, keras.callbacks.History()
+            )
+            chosen.append({k: settings[k] for k in ("learning_rate", "l2", "epochs", "searched")})
+            best = min(settings["searched"], key=lambda s: s["val_cross_entropy"])
+            self.assertEqual((best["learning_rate"], best["l2"]),
+                             (settings["learning_rate"], settings["l2"]))
+        self.assertEqual(chosen[0], chosen[1])
+        self.assertLen(chosen[0]["searched"], len(_head.LEARNING_RATES) * len(_head.L2_PENALTIES))

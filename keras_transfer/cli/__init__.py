@@ -1,0 +1,74 @@
+"""The `keras-transfer` command line: `keras-transfer COMMAND [options]`.
+
+One module per command (`fit`), each with `add_parser(commands)` and
+`run(args)`, over shared helpers: `_args` (parsing, bounds, one-line
+errors), `_run_folder` (the run folder, atomic writes), `_inputs` (data and
+base loading). Building the parser imports neither Keras nor TensorFlow;
+a command imports them when it runs.
+
+What every command does alike:
+
+- Bad input ends the run before anything is trained or written, with one
+  line on stderr naming the option, the value and what is allowed, and exit
+  status 2.
+- Ctrl-C ends it with one line and exit status 130; files are written to
+  temporary names and renamed into place together, so an interrupted run
+  leaves earlier results as they were.
+"""
+
+import os
+import sys
+import time
+
+from keras_transfer.cli import _args
+from keras_transfer.cli import fit as _fit
+from keras_transfer.cli._args import UsageError
+
+COMMANDS = {_fit.NAME: _fit}
+
+
+def _process_start_time():
+    """`time.time()` when this process started (Linux), else now."""
+    try:
+        with open("/proc/self/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return time.time() - uptime + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return time.time()
+
+
+def build_parser():
+    """Returns the `argparse` parser of the `keras-transfer` command."""
+    parser = _args.Parser(
+        prog="keras-transfer",
+        description="Transfer a pretrained model to a small target dataset.",
+        epilog="Run `keras-transfer COMMAND --help` for a command's options and examples.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+    for module in COMMANDS.values():
+        module.add_parser(commands).error = parser.error
+    return parser
+
+
+def main(argv=None):
+    """Entry point of the `keras-transfer` console script; returns the exit status."""
+    parser = build_parser()
+    try:
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as e:  # --help (0) or a one-line usage error (2)
+            return e.code
+        COMMANDS[args.command].run(args, start_time=_process_start_time())
+    except UsageError as e:
+        sys.stderr.write(f"{parser.prog}: error: {_args.one_line(e)}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write(
+            f"{parser.prog}: interrupted; nothing new was written, earlier "
+            "results are as they were\n"
+        )
+        return 130
+    return 0

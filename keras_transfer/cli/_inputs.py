@@ -1,0 +1,183 @@
+"""Loading a command's data and base, and turning raw examples into inputs.
+
+Imports Keras (through `keras_transfer.datasets` and `.backbones`) only
+inside the functions, when a command runs.
+"""
+
+import os
+
+from keras_transfer.cli._args import UsageError
+
+BUILTIN_DATA = ("rotten_tomatoes", "fashion_mnist", "mnist5k", "digits")
+BUILTIN_BASES = ("minilm", "efficientnet_lite0")
+# Built-in datasets subsampled by default, so the default run stays small.
+DEFAULT_SIZES = {"rotten_tomatoes": (1000, 1000), "fashion_mnist": (1000, 1000)}
+DEFAULT_IMAGE_SIZE = 96
+# Square image sizes the commands accept: the built-in image base needs 32
+# px (five stride-2 stages); above 512 px a thousand images already take
+# over 3 GB as float32 arrays.
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 512
+
+
+def check_base_and_data(args):
+    """Checks `--base` and `--data` name something, before anything loads."""
+    if args.base not in BUILTIN_BASES:
+        if not os.path.exists(args.base):
+            raise UsageError(
+                f"--base {args.base!r} is neither a built-in base nor an existing "
+                f"path. Allowed: {', '.join(BUILTIN_BASES)}, a .keras file or a "
+                "keras-hub preset folder"
+            )
+        if os.path.isfile(args.base) and not args.base.endswith(".keras"):
+            raise UsageError(
+                f"--base {args.base!r} is a file but not a .keras model. Allowed: "
+                f"{', '.join(BUILTIN_BASES)}, a .keras file or a keras-hub preset folder"
+            )
+    if args.data not in BUILTIN_DATA:
+        if not os.path.exists(args.data):
+            raise UsageError(
+                f"--data {args.data!r} is neither a built-in dataset nor an "
+                f"existing path. Allowed: {', '.join(BUILTIN_DATA)}, a folder of "
+                "images with one sub-folder per class, or a .csv file"
+            )
+        if os.path.isfile(args.data) and not args.data.lower().endswith((".csv", ".tsv")):
+            raise UsageError(
+                f"--data {args.data!r} is a file but not a .csv/.tsv file. "
+                f"Allowed: {', '.join(BUILTIN_DATA)}, a folder of images with one "
+                "sub-folder per class, or a .csv file"
+            )
+
+
+def _take(option, x, y, n, available_name):
+    if n is None:
+        return x, y
+    if n > len(y):
+        raise UsageError(
+            f"{option} {n} is more than the {len(y)} {available_name} examples "
+            f"available. Allowed: 1 to {len(y)}"
+        )
+    return x[:n], y[:n]
+
+
+def load_data(args):
+    """Returns `(modality, (x, y), (x_test, y_test), class_names)`."""
+    from keras_transfer import datasets
+
+    name = args.data
+    n_train, n_test = args.n_train, args.n_test
+    if name in DEFAULT_SIZES:
+        default_train, default_test = DEFAULT_SIZES[name]
+        n_train = default_train if n_train is None else n_train
+        n_test = default_test if n_test is None else n_test
+    try:
+        if name == "rotten_tomatoes":
+            train, test = datasets.load_rotten_tomatoes(
+                "sentiment", n_train=n_train, n_test=n_test, seed=args.seed
+            )
+            classes = datasets.ROTTEN_TOMATOES_CLASSES["sentiment"]
+            return "text", train, test, classes
+        if name == "fashion_mnist":
+            train, test = datasets.load_fashion_mnist(
+                n_train=n_train, n_test=n_test, seed=args.seed
+            )
+            return "image", train, test, datasets.FASHION_MNIST_CLASSES
+        if name in ("mnist5k", "digits"):
+            loader = datasets.load_mnist5k if name == "mnist5k" else datasets.load_digits
+            train, test = loader(test_fraction=args.test_fraction, seed=args.seed)
+            if name == "digits":  # counts in [0, 16] -> pixel values
+                train = (train[0] * (255.0 / 16.0), train[1])
+                test = (test[0] * (255.0 / 16.0), test[1])
+            train = _take("--n-train", *train, n_train, "training")
+            test = _take("--n-test", *test, n_test, "held-out")
+            return "image", train, test, tuple(str(i) for i in range(10))
+        if os.path.isdir(name):
+            size = args.image_size or 224
+            train, test, classes = datasets.load_image_folder(
+                name, image_size=(size, size), test_fraction=args.test_fraction,
+                seed=args.seed,
+            )
+            modality = "image"
+        else:
+            delimiter = "\t" if name.lower().endswith(".tsv") else ","
+            train, test, classes = datasets.load_text_csv(
+                name, text_column=args.text_column, label_column=args.label_column,
+                test_fraction=args.test_fraction, seed=args.seed,
+                delimiter=delimiter, encoding=args.encoding,
+                on_bad_lines=args.on_bad_lines,
+            )
+            modality = "text"
+    except UsageError:
+        raise
+    except (ValueError, FileNotFoundError, ImportError, OSError) as e:
+        raise UsageError(f"--data {name!r}: {e}")
+    train = _take("--n-train", *train, n_train, "training")
+    test = _take("--n-test", *test, n_test, "held-out")
+    if len(test[1]) == 0:
+        raise UsageError(
+            f"--data {name!r} leaves no held-out examples with --test-fraction "
+            f"{args.test_fraction}. Allowed: more data or a larger --test-fraction"
+        )
+    return modality, train, test, tuple(classes)
+
+
+def to_rgb(x, size):
+    """Grey or RGB images -> float32 RGB arrays of `size` x `size`."""
+    import numpy as np
+
+    from keras_transfer.datasets import resize_images
+
+    x = np.asarray(x, dtype="float32")
+    if x.ndim == 3:
+        x = np.repeat(x[..., None], 3, axis=-1)
+    if x.shape[1:3] != (size, size):
+        x = resize_images(x, (size, size))
+    return np.asarray(x, dtype="float32")
+
+
+def load_base(args, data_modality):
+    from keras_transfer.backbones import load_base as load
+
+    kwargs = {}
+    if args.base == "minilm":
+        kwargs["sequence_length"] = args.sequence_length
+    elif args.base == "efficientnet_lite0":
+        size = args.image_size or DEFAULT_IMAGE_SIZE
+        kwargs["input_shape"] = (size, size, 3)
+    elif os.path.isdir(args.base):
+        kwargs["sequence_length"] = args.sequence_length
+    try:
+        base = load(args.base, **kwargs)
+    except (ValueError, ImportError, OSError) as e:
+        raise UsageError(f"--base {args.base!r}: {e}")
+    if base.modality != data_modality:
+        raise UsageError(
+            f"--base {args.base!r} takes {base.modality} input but --data "
+            f"{args.data!r} is {data_modality} data. Allowed: a text base "
+            "(minilm, a text preset) with text data, an image base "
+            "(efficientnet_lite0, an image model) with image data"
+        )
+    return base
+
+
+def image_size_of(args, base):
+    """The square image size the base takes (checked against `--image-size`)."""
+    if base.image_size is not None:
+        height, width = base.image_size
+        if args.image_size is not None and args.image_size != height:
+            raise UsageError(
+                f"--image-size {args.image_size} does not match the {height}x"
+                f"{width} input of --base {args.base!r}. Allowed: {height}, or "
+                "leave it out"
+            )
+        return height
+    return args.image_size or DEFAULT_IMAGE_SIZE
+
+
+def prepare_inputs(args, base, x):
+    """Raw examples -> what `base.model` takes (token arrays or RGB images)."""
+    import numpy as np
+
+    if base.modality == "text":
+        inputs = base.preprocessor(np.asarray(x, dtype=object).astype(str))
+        return {k: np.asarray(v) for k, v in inputs.items()}
+    return to_rgb(x, image_size_of(args, base))

@@ -1,0 +1,359 @@
+"""`keras-transfer fit`: transfer a pretrained base to target data.
+
+With no options it transfers the MiniLM-L6 sentence encoder to 1,000 Rotten
+Tomatoes reviews (fresh vs rotten) by feature extraction and evaluates it
+on 1,000 held-out reviews. Everything the run writes goes under
+`<logdir>/<run-name>/`: Keras's TensorBoard logs, the trained model
+(`model.keras`, unless `--output` says otherwise) and `results.json`.
+
+Keras and TensorFlow are imported in `run`, not when the parser is built.
+"""
+
+import argparse
+import os
+import time
+
+from keras_transfer.cli import _args
+from keras_transfer.cli import _head
+from keras_transfer.cli import _inputs
+from keras_transfer.cli import _run_folder
+from keras_transfer.cli._args import UsageError
+
+NAME = "fit"
+# The strategies `fit` has options for; `--strategy` also takes any other
+# registered name (checked when the command runs).
+KNOWN_STRATEGIES = ("feature_extraction", "fine_tuning")
+
+EXAMPLES = """\
+examples:
+  keras-transfer fit      # MiniLM on 1,000 Rotten Tomatoes reviews, feature extraction
+  keras-transfer fit --base efficientnet_lite0 --data path/to/images/  # one sub-folder per class
+  keras-transfer fit --data reviews.csv --text-column review --label-column verdict
+  keras-transfer fit --base efficientnet_lite0 --data fashion_mnist --strategy fine_tuning --epochs 2
+"""
+
+
+def add_parser(commands):
+    """Adds `fit` and its options to the `commands` subparsers."""
+    fit = commands.add_parser(
+        NAME,
+        help="train a new head (and, by strategy, the base) on target data",
+        description=(
+            "Transfer a pretrained base to target data, evaluate it on held-out "
+            "data, write TensorBoard logs and save the trained model. With no "
+            "options: MiniLM on 1,000 Rotten Tomatoes reviews by feature "
+            "extraction, evaluated on 1,000 held-out reviews."
+        ),
+        epilog=EXAMPLES,
+        formatter_class=_args.HelpFormatter,
+    )
+    fit.add_argument(
+        "--base",
+        default="minilm",
+        help=(
+            "the pretrained base: 'minilm' (MiniLM-L6 sentence encoder, text), "
+            "'efficientnet_lite0' (ImageNet, images), a path to a .keras "
+            "model file, or a keras-hub preset folder"
+        ),
+    )
+    fit.add_argument(
+        "--data",
+        default="rotten_tomatoes",
+        help=(
+            "the target data: a built-in name ("
+            + ", ".join(_inputs.BUILTIN_DATA)
+            + "), a folder of images with one sub-folder per class, or a CSV "
+            "file with text and label columns"
+        ),
+    )
+    fit.add_argument(
+        "--strategy",
+        default="feature_extraction",
+        help=(
+            "how to transfer: " + ", ".join(KNOWN_STRATEGIES) + " (or another "
+            "name in keras_transfer.strategies.available_strategies())"
+        ),
+    )
+    fit.add_argument(
+        "--epochs",
+        type=_args.int_in(1, 10_000),
+        default=None,
+        help=(
+            "training epochs (for fine_tuning: epochs after the head warm-up); "
+            "feature_extraction: default the best epoch on the validation "
+            f"split, stopped early (up to {_head.MAX_EPOCHS}); 3 otherwise"
+        ),
+    )
+    fit.add_argument(
+        "--warmup-epochs",
+        type=_args.int_in(1, 1_000),
+        default=2,
+        help="fine_tuning only: head-only epochs before the base is unfrozen",
+    )
+    fit.add_argument("--batch-size", type=_args.int_in(1, 65_536), default=32)
+    fit.add_argument(
+        "--learning-rate",
+        type=_args.float_in(0.0, 10.0),
+        default=None,
+        help=(
+            "Adam learning rate of the head (feature_extraction; default: the "
+            "best of " + ", ".join(f"{r:g}" for r in _head.LEARNING_RATES)
+            + " on the validation split) or of the unfrozen base (fine_tuning, "
+            "default 1e-5)"
+        ),
+    )
+    fit.add_argument(
+        "--l2",
+        type=_args.float_in(0.0, 1.0, low_inclusive=True),
+        default=None,
+        help=(
+            "feature_extraction: L2 penalty on the head's kernel (default: the "
+            "best of " + ", ".join(f"{r:g}" for r in _head.L2_PENALTIES)
+            + " on the validation split)"
+        ),
+    )
+    fit.add_argument(
+        "--validation-fraction",
+        type=_args.fraction,
+        default=0.2,
+        help=(
+            "share of each class of the TRAINING examples held out to choose "
+            "the head's settings and epochs (the test examples are never used "
+            "for that); the head is then refitted on all training examples"
+        ),
+    )
+    fit.add_argument(
+        "--logdir",
+        default="tensorboard_logs",
+        help="folder for the runs; this run writes to <logdir>/<run-name>/",
+    )
+    fit.add_argument(
+        "--run-name",
+        default=None,
+        help="name of this run's folder; default <base>-<data>-<strategy>-<time>",
+    )
+    fit.add_argument(
+        "--output",
+        default=None,
+        help="where to save the trained model (.keras); default <logdir>/<run-name>/model.keras",
+    )
+    fit.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --output file (otherwise an error)",
+    )
+    fit.add_argument(
+        "--n-train",
+        type=_args.int_in(1, 10_000_000),
+        default=None,
+        help=(
+            "training examples to use; default 1000 for rotten_tomatoes and "
+            "fashion_mnist, all otherwise"
+        ),
+    )
+    fit.add_argument(
+        "--n-test",
+        type=_args.int_in(1, 10_000_000),
+        default=None,
+        help=(
+            "held-out examples to evaluate on; default 1000 for rotten_tomatoes "
+            "and fashion_mnist, all otherwise"
+        ),
+    )
+    fit.add_argument(
+        "--test-fraction",
+        type=_args.fraction,
+        default=0.2,
+        help="share of each class held out, for image folders, CSV files, mnist5k and digits",
+    )
+    fit.add_argument(
+        "--image-size",
+        type=_args.int_in(_inputs.MIN_IMAGE_SIZE, _inputs.MAX_IMAGE_SIZE),
+        default=None,
+        help=(
+            f"images are resized to this square size ({_inputs.MIN_IMAGE_SIZE} "
+            f"to {_inputs.MAX_IMAGE_SIZE}); default 96 for the built-in 28x28 "
+            "and 8x8 datasets, 224 for image folders, or the size a .keras base expects"
+        ),
+    )
+    fit.add_argument(
+        "--sequence-length",
+        type=_args.int_in(2, 512),
+        default=64,
+        help="text bases: tokens per example (Rotten Tomatoes reviews have at most 63)",
+    )
+    fit.add_argument("--text-column", default="text", help="CSV data: the text column")
+    fit.add_argument("--label-column", default="label", help="CSV data: the label column")
+    fit.add_argument(
+        "--encoding", default="utf-8",
+        help="CSV data: the file's text encoding (e.g. cp1252, latin-1, utf-16)",
+    )
+    fit.add_argument(
+        "--on-bad-lines", choices=("error", "warn"), default="error",
+        help="CSV data: a row with an empty text or label or the wrong number of "
+        "fields stops the run naming its line (error), or is skipped with a count (warn)",
+    )
+    _args.add_common_arguments(fit)
+    return fit
+
+
+def _check_options(args):
+    from keras_transfer.strategies import available_strategies
+
+    if args.strategy not in available_strategies():
+        raise UsageError(
+            f"--strategy {args.strategy!r} is not a known strategy. Allowed: "
+            f"{', '.join(available_strategies())}"
+        )
+    _inputs.check_base_and_data(args)
+
+
+def _count(variables):
+    import numpy as np
+
+    return int(sum(np.prod(v.shape) for v in variables))
+
+
+def run(args, start_time=None):
+    """Runs `keras-transfer fit` with parsed `args`; returns the results dict.
+
+    `start_time` is the `time.time()` the process started (the wall time
+    reported includes start-up); defaults to now. The CPU time reported is
+    the whole process's.
+    """
+    start_time = time.time() if start_time is None else start_time
+    _run_folder.check_run_name(args.run_name)
+    _check_options(args)
+    run_dir, output = _run_folder.prepare_paths(args)
+
+    import keras
+    import numpy as np
+
+    from keras_transfer.strategies import FeatureCache
+    from keras_transfer.strategies import build_classifier
+    from keras_transfer.strategies import get_strategy
+
+    keras.utils.set_random_seed(args.seed)
+    modality, (x, y), (x_test, y_test), class_names = _inputs.load_data(args)
+    base = _inputs.load_base(args, modality)
+    x = _inputs.prepare_inputs(args, base, x)
+    x_test = _inputs.prepare_inputs(args, base, x_test)
+    if len(np.unique(y)) < 2:
+        raise UsageError(
+            f"--data {args.data!r} has a single class in its training examples. "
+            "Allowed: data with at least two classes"
+        )
+
+    tensorboard = keras.callbacks.TensorBoard(log_dir=run_dir)
+    settings = {}
+    if args.strategy == "feature_extraction":
+        model, history, settings = _head.fit_feature_extraction(
+            args, base.model, x, y, x_test, y_test, len(class_names), tensorboard
+        )
+    else:
+        model = build_classifier(base.model, num_classes=len(class_names))
+        options = dict(
+            validation_data=(x_test, y_test),
+            batch_size=args.batch_size,
+            callbacks=[tensorboard],
+            verbose=args.verbose,
+        )
+        if args.strategy == "fine_tuning":
+            # The frozen base runs once over the data for the warm-up.
+            options["cache"] = FeatureCache(
+                base.model, batch_size=args.batch_size, verbose=args.verbose
+            )
+            options["epochs"] = args.epochs or 3
+            options["warmup_epochs"] = args.warmup_epochs
+            options["learning_rate"] = args.learning_rate or 1e-5
+            settings.update(warmup_epochs=args.warmup_epochs)
+        else:
+            options["epochs"] = args.epochs or 3
+            if args.learning_rate is not None:
+                options["learning_rate"] = args.learning_rate
+        settings.update(epochs=options["epochs"], learning_rate=options.get("learning_rate"))
+        histories = get_strategy(args.strategy)(
+            base.model, model.get_layer("head"), x, y, **options
+        )
+        if not isinstance(histories, (tuple, list)):
+            histories = (histories,)
+        history = [h for h in histories if h is not None][-1]
+    # The last epoch's validation metrics are the final model evaluated on
+    # the held-out set (no epoch is picked by them).
+    test_accuracy = float(history.history["val_accuracy"][-1])
+    test_loss = float(history.history["val_loss"][-1])
+
+    results = {
+        "base": args.base,
+        "data": args.data,
+        "strategy": args.strategy,
+        "classes": list(class_names),
+        "n_train": int(len(y)),
+        "n_test": int(len(y_test)),
+        "epochs": int(settings["epochs"]),
+        "trainable_params": _count(model.trainable_weights),
+        "total_params": _count(model.weights),
+        "test_accuracy": test_accuracy,
+        "test_loss": test_loss,
+        "logdir": run_dir,
+        "model": output,
+        "seed": args.seed,
+        # Every option as used (defaults filled in), then what the run chose.
+        "settings": {k: v for k, v in sorted(vars(args).items()) if k != "command"},
+        "chosen": settings,
+    }
+    results_path = os.path.join(run_dir, "results.json")
+    with _run_folder.PendingFiles() as pending:
+        model_tmp = pending.path_for(output)
+        model.save(model_tmp)
+        _check_saved(keras, np, model, model_tmp, x_test, output)
+        results["wall_time_s"] = round(time.time() - start_time, 1)
+        results["cpu_time_s"] = round(time.process_time(), 1)
+        _run_folder.write_json(pending.path_for(results_path), results)
+        pending.commit()
+    _print_results(results)
+    return results
+
+
+def _check_saved(keras, np, model, path, x_test, output):
+    """The saved file predicts what the trained model predicts."""
+    probe = keras.tree.map_structure(lambda a: a[:16], x_test)
+    reloaded = keras.models.load_model(path)
+    difference = float(
+        np.max(np.abs(reloaded.predict(probe, verbose=0) - model.predict(probe, verbose=0)))
+    )
+    if difference > 1e-4:
+        raise RuntimeError(
+            f"The saved model for {output!r} predicts differently from the trained "
+            f"one (max difference {difference:.2e}); nothing was written."
+        )
+
+
+def _print_results(results):
+    rows = [
+        ("strategy", results["strategy"]),
+        ("base", results["base"]),
+        ("data", f"{results['data']} ({len(results['classes'])} classes)"),
+        ("training examples", f"{results['n_train']:,}"),
+        ("held-out examples", f"{results['n_test']:,}"),
+        ("epochs", str(results["epochs"])),
+    ]
+    for key in ("learning_rate", "l2"):
+        if results["chosen"].get(key) is not None:
+            rows.append((key.replace("_", " "), f"{results['chosen'][key]:g}"))
+    rows += [
+        ("trainable params", f"{results['trainable_params']:,}"),
+        ("total params", f"{results['total_params']:,}"),
+        ("held-out accuracy", f"{results['test_accuracy']:.4f}"),
+        ("held-out loss", f"{results['test_loss']:.4f}"),
+        ("wall time", f"{results['wall_time_s']:.1f} s (CPU {results['cpu_time_s']:.1f} s)"),
+        ("TensorBoard logs", results["logdir"]),
+        ("model", results["model"]),
+    ]
+    width = max(len(k) for k, _ in rows)
+    print()
+    print("keras-transfer fit: results")
+    print("-" * (width + 2 + max(len(v) for _, v in rows)))
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    print(f"\nView the logs: tensorboard --logdir {os.path.dirname(results['logdir']) or '.'}")
