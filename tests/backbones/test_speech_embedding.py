@@ -232,7 +232,15 @@ class SpeechEmbeddingTransferTest(TestCase):
         # rank 2: (k_h k_w c_in + c_out) * 2 per conv, four 96->96 convs in
         # block5 (1x3, 3x1, 1x3, 3x1) and top_conv (3x1).
         self.assertEqual(trainable, 5 * (3 * 96 + 96) * 2)
-        model = strategies.build_classifier(lora_model, num_classes=2)
+        # A small head: the pooled features reach ~60, and a default-size
+        # random head can saturate the softmax (zero gradient after the
+        # cross-entropy's probability clipping).
+        keras.utils.set_random_seed(0)
+        head = keras.layers.Dense(
+            2, activation="softmax",
+            kernel_initializer=keras.initializers.RandomNormal(stddev=1e-3),
+        )
+        model = strategies.build_classifier(lora_model, head=head)
         model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
         lora_b = lora_model.get_layer("top_conv").lora_kernel_b
         model.fit(self.x, self.y, epochs=1, batch_size=2, verbose=0)
