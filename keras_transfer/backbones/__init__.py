@@ -6,3 +6,5 @@ from keras_transfer.backbones.base import load_base
 from keras_transfer.backbones.minilm import minilm
 from keras_transfer.backbones.minilm import minilm_preprocessor
 from keras_transfer.backbones.minilm import minilm_path
+from keras_transfer.backbones.speech_embedding import speech_embedding
+from keras_transfer.backbones.speech_embedding import speech_embedding_files

@@ -5,11 +5,11 @@ import os
 
 import keras
 
-BASE_NAMES = ("minilm", "efficientnet_lite0")
-MODALITIES = ("text", "image", "features")
+BASE_NAMES = ("minilm", "efficientnet_lite0", "speech_embedding")
+MODALITIES = ("text", "image", "audio", "features")
 _ALLOWED = (
-    "'minilm', 'efficientnet_lite0', a path to a `.keras` model file, or a "
-    "keras-hub preset folder (with `config.json`)"
+    "'minilm', 'efficientnet_lite0', 'speech_embedding', a path to a "
+    "`.keras` model file, or a keras-hub preset folder (with `config.json`)"
 )
 
 
@@ -22,7 +22,8 @@ class Base:
             `(batch, dim)` (or, for a `.keras` file, whatever it outputs).
         modality: `"text"` (inputs `{"token_ids", "padding_mask"}`, made from
             raw strings by `preprocessor`), `"image"` (raw RGB pixels in
-            [0, 255] unless the model says otherwise) or `"features"`
+            [0, 255] unless the model says otherwise), `"audio"` (float
+            waveforms `(batch, samples)` in [-1, 1] at 16 kHz) or `"features"`
             (anything else: numeric arrays fed as they are).
         preprocessor: callable or `None`. For text, raw strings -> model
             inputs (usable in `tf.data.Dataset.map`). `None` when the model
@@ -53,13 +54,18 @@ def load_base(spec, **kwargs):
             - `"efficientnet_lite0"`: `efficientnet_lite0(weights="imagenet",
               include_top=False, pooling="avg", **kwargs)` (image, 224x224
               raw RGB in [0, 255]);
+            - `"speech_embedding"`: `speech_embedding(**kwargs)` (audio,
+              16 kHz float waveforms in [-1, 1] -> 192-d mean+max pooled
+              speech embedding);
             - a path to a `.keras` model file, loaded as it is; its modality
-              is read from its inputs (a 4-D input is an image);
+              is read from its inputs (a 4-D input is an image; a model
+              starting with `SpeechMelSpectrogram` is audio);
             - a keras-hub preset folder (`config.json` + `metadata.json`) or a
               Hugging Face folder keras-hub can convert: text backbones are
               mean-pooled like MiniLM, image backbones globally average
               pooled.
-        **kwargs: passed to `minilm` / `efficientnet_lite0`, or for a text
+        **kwargs: passed to `minilm` / `efficientnet_lite0` /
+            `speech_embedding`, or for a text
             preset folder `sequence_length` (default 128).
 
     Returns:
@@ -102,6 +108,10 @@ def load_base(spec, **kwargs):
         model = efficientnet_lite0(**kwargs)
         size = _image_size(model) or (224, 224)
         return Base(model, "image", None, size, spec)
+    if spec == "speech_embedding":
+        from keras_transfer.backbones.speech_embedding import speech_embedding
+
+        return Base(speech_embedding(**kwargs), "audio", None, None, spec)
     if not os.path.exists(spec):
         raise ValueError(
             f"`base` is not a known name and no such file or folder exists. "
@@ -132,6 +142,10 @@ def load_base(spec, **kwargs):
 
 def _modality(model):
     inputs = model.input
+    if any(
+        type(layer).__name__ == "SpeechMelSpectrogram" for layer in model.layers
+    ):
+        return "audio"
     if isinstance(inputs, dict) and "token_ids" in inputs:
         return "text"
     if not isinstance(inputs, (list, tuple, dict)) and len(inputs.shape) == 4:

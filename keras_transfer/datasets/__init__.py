@@ -14,3 +14,6 @@ from keras_transfer.datasets.spoken_digits import spoken_digit_speakers
 from keras_transfer.datasets.text_csv import load_text_csv
 from keras_transfer.datasets.tf_data import to_dataset
 from keras_transfer.datasets.usps import load_usps
+from keras_transfer.datasets.audio_folder import load_audio_folder
+from keras_transfer.datasets.audio_folder import pad_clips
+from keras_transfer.datasets.audio_folder import read_wav

@@ -1,0 +1,163 @@
+import os
+import wave
+
+import numpy as np
+from absl.testing import parameterized
+from scipy import signal
+from scipy.io import wavfile
+
+from keras_transfer import datasets
+from tests.testing import TestCase
+
+
+def _write_24bit(filename, values, rate):
+    """24-bit PCM through the stdlib `wave` module (scipy cannot write it)."""
+    values = np.asarray(values, dtype=np.int32)
+    raw = b"".join(int(v).to_bytes(3, "little", signed=True) for v in values)
+    with wave.open(filename, "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(3)
+        f.setframerate(rate)
+        f.writeframes(raw)
+
+
+class ReadWavTest(TestCase):
+    def setUp(self):
+        super().setUp()
+        self.folder = self.get_temp_dir()
+
+    def path(self, name):
+        return os.path.join(self.folder, name)
+
+    def test_16bit_at_target_rate_is_exact(self):
+        rng = np.random.default_rng(0)
+        pcm = rng.integers(-32768, 32768, size=4000).astype(np.int16)
+        wavfile.write(self.path("a.wav"), 16000, pcm)
+        audio = datasets.read_wav(self.path("a.wav"), sample_rate=16000)
+        self.assertEqual(audio.dtype, np.float32)
+        np.testing.assert_array_equal(audio, pcm / np.float32(32768.0))
+
+    def test_8bit_unsigned(self):
+        pcm = np.array([0, 64, 128, 192, 255] * 400, dtype=np.uint8)
+        wavfile.write(self.path("a.wav"), 16000, pcm)
+        audio = datasets.read_wav(self.path("a.wav"))
+        np.testing.assert_allclose(audio[:5], [-1.0, -0.5, 0.0, 0.5, 127 / 128])
+
+    def test_24bit(self):
+        values = np.array([-(2**23), -1, 0, 1, 2**22, 2**23 - 1] * 400)
+        _write_24bit(self.path("a.wav"), values, 16000)
+        audio = datasets.read_wav(self.path("a.wav"))
+        np.testing.assert_allclose(audio[:6], values[:6] / 2.0**23, atol=1e-7)
+
+    def test_float_stereo_resampled(self):
+        rng = np.random.default_rng(1)
+        stereo = rng.uniform(-1, 1, size=(2000, 2)).astype(np.float32)
+        wavfile.write(self.path("a.wav"), 8000, stereo)
+        audio = datasets.read_wav(self.path("a.wav"), sample_rate=16000)
+        expected = signal.resample_poly(stereo.mean(axis=1), 2, 1)
+        self.assertEqual(audio.shape, (4000,))
+        np.testing.assert_allclose(audio, expected, atol=1e-6)
+
+    def test_44100_to_16000_keeps_pitch(self):
+        t = np.arange(44100) / 44100.0
+        pcm = (0.5 * 32767 * np.sin(2 * np.pi * 440.0 * t)).astype(np.int16)
+        wavfile.write(self.path("a.wav"), 44100, pcm)
+        audio = datasets.read_wav(self.path("a.wav"), sample_rate=16000)
+        self.assertEqual(audio.shape, (16000,))
+        spectrum = np.abs(np.fft.rfft(audio))
+        self.assertEqual(int(np.argmax(spectrum)), 440)  # 1 Hz bins over 1 s
+        self.assertAllClose(np.abs(audio[1000:-1000]).max(), 0.5, atol=0.01)
+
+    @parameterized.named_parameters(
+        ("empty", np.zeros(0, np.int16), "empty"),
+        ("silent", np.zeros(4000, np.int16), "silent"),
+        ("too_short", np.ones(800, np.int16), "shorter than `min_duration`"),
+        ("nan", np.full(4000, np.nan, np.float32), "NaN or infinite"),
+    )
+    def test_bad_clips(self, data, message):
+        wavfile.write(self.path("bad.wav"), 16000, data)
+        with self.assertRaisesRegex(ValueError, "bad.wav.*" + message):
+            datasets.read_wav(self.path("bad.wav"))
+
+    def test_min_duration_zero_accepts_short_clip(self):
+        wavfile.write(self.path("a.wav"), 16000, np.ones(800, np.int16))
+        self.assertEqual(
+            datasets.read_wav(self.path("a.wav"), min_duration=0).shape, (800,)
+        )
+
+    def test_missing_file(self):
+        with self.assertRaisesRegex(FileNotFoundError, "nothing.wav"):
+            datasets.read_wav(self.path("nothing.wav"))
+
+    def test_undecodable_file_is_named(self):
+        with open(self.path("broken.wav"), "wb") as f:
+            f.write(b"RIFF\x00\x00not really a wave file")
+        with self.assertRaisesRegex(ValueError, "Cannot decode .*broken.wav"):
+            datasets.read_wav(self.path("broken.wav"))
+
+    @parameterized.named_parameters(
+        ("rate_zero", {"sample_rate": 0}, "`sample_rate` must be"),
+        ("rate_float", {"sample_rate": 16000.0}, "`sample_rate` must be"),
+        ("min_negative", {"min_duration": -1}, "`min_duration` must be"),
+    )
+    def test_bad_arguments(self, kwargs, message):
+        with self.assertRaisesRegex(ValueError, message):
+            datasets.read_wav(self.path("x.wav"), **kwargs)
+
+
+class PadClipsTest(TestCase):
+    def test_pads_with_zeros_and_refuses_to_cut(self):
+        out = datasets.pad_clips([np.ones(3), np.full(5, 2.0)])
+        np.testing.assert_array_equal(out, [[1, 1, 1, 0, 0], [2] * 5])
+        self.assertEqual(datasets.pad_clips([np.ones(3)], length=4).shape, (1, 4))
+        with self.assertRaisesRegex(ValueError, "at least the longest clip, 5"):
+            datasets.pad_clips([np.ones(5)], length=4)
+
+
+class LoadAudioFolderTest(TestCase):
+    def _folder(self, per_class=4):
+        root = self.get_temp_dir()
+        rng = np.random.default_rng(0)
+        for c, name in enumerate(["yes", "no"]):
+            os.makedirs(os.path.join(root, name))
+            for i in range(per_class):
+                pcm = rng.integers(-1000, 1000, size=1600 + 100 * i)
+                # "no" is recorded at 8 kHz: resampled to 16 kHz on read.
+                rate = 16000 if name == "yes" else 8000
+                wavfile.write(
+                    os.path.join(root, name, f"{i}.WAV"), rate,
+                    pcm.astype(np.int16),
+                )
+        with open(os.path.join(root, "no", "readme.txt"), "w") as f:
+            f.write("skipped")
+        return root
+
+    def test_classes_split_and_resampling(self):
+        root = self._folder()
+        (x, y), (x_test, y_test), names = datasets.load_audio_folder(
+            root, test_fraction=0.25, seed=0
+        )
+        self.assertEqual(names, ("no", "yes"))
+        self.assertEqual((len(x), len(x_test)), (6, 2))
+        self.assertEqual(np.bincount(y_test).tolist(), [1, 1])
+        lengths = sorted(len(a) for a, label in zip(x + x_test, np.r_[y, y_test]) if label == 0)
+        self.assertEqual(lengths, [3200, 3400, 3600, 3800])  # 8 kHz doubled
+
+    def test_bad_file_is_named(self):
+        root = self._folder()
+        with open(os.path.join(root, "yes", "zz_broken.wav"), "wb") as f:
+            f.write(b"garbage")
+        with self.assertRaisesRegex(ValueError, "zz_broken.wav"):
+            datasets.load_audio_folder(root)
+
+    def test_class_without_wavs_and_single_class(self):
+        root = self._folder()
+        os.makedirs(os.path.join(root, "maybe"))
+        with self.assertRaisesRegex(ValueError, "'maybe' with no `.wav`"):
+            datasets.load_audio_folder(root)
+        single = os.path.join(root, "no")
+        os.makedirs(os.path.join(single, "only"))
+        with self.assertRaisesRegex(ValueError, "at least two class"):
+            datasets.load_audio_folder(single)
+        with self.assertRaises(FileNotFoundError):
+            datasets.load_audio_folder(os.path.join(root, "missing"))
