@@ -37,6 +37,8 @@ class LoRAConv2D(LoRABase):
         ICLR 2022, https://arxiv.org/abs/2106.09685
     """
 
+    _keras_class = keras.layers.Conv2D
+
     def __init__(
         self,
         filters,
@@ -67,6 +69,12 @@ class LoRAConv2D(LoRABase):
             lora_a_initializer=lora_a_initializer,
             **kwargs,
         )
+        if self._base_policy is not None:
+            raise ValueError(
+                f"`LoRAConv2D` '{self.name}' cannot wrap a quantized "
+                "`Conv2D` (Keras does not quantize convolutions). "
+                f"Received: dtype={self._base_policy.name!r}"
+            )
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.base_layer = keras.layers.Conv2D(
@@ -146,6 +154,20 @@ class LoRAConv2D(LoRABase):
 
     def _delta_kernel(self, a, b):
         return ops.einsum("hwcr,rf->hwcf", a, b)
+
+    def _input_axes(self):
+        return (0, 1, 2)
+
+    def _output_bias(self):
+        bias = super()._output_bias()
+        if bias is not None and self.data_format == "channels_first":
+            bias = ops.reshape(bias, (-1, 1, 1))
+        return bias
+
+    def _scale_outputs(self, outputs, factor):
+        if self.data_format == "channels_first":
+            factor = ops.reshape(factor, (-1, 1, 1))
+        return ops.multiply(outputs, factor)
 
     def get_config(self):
         return {

@@ -4,6 +4,11 @@ import keras
 from keras import ops
 
 from keras_transfer.layers._lora_base import LoRABase
+from keras_transfer.layers._lora_base import QuantizeGuard
+
+
+class _BaseDense(QuantizeGuard, keras.layers.Dense):
+    pass
 
 
 @keras.saving.register_keras_serializable(package="keras_transfer")
@@ -59,6 +64,8 @@ class LoRADense(LoRABase):
         ICLR 2022, https://arxiv.org/abs/2106.09685
     """
 
+    _keras_class = keras.layers.Dense
+
     def __init__(
         self,
         units,
@@ -92,13 +99,15 @@ class LoRADense(LoRABase):
         self.use_bias = bool(use_bias)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.base_layer = keras.layers.Dense(
-            units,
-            use_bias=self.use_bias,
-            kernel_initializer=self.kernel_initializer,
-            bias_initializer=self.bias_initializer,
-            dtype=self.dtype_policy,
-            name="base",
+        self.base_layer = self._guard(
+            _BaseDense(
+                units,
+                use_bias=self.use_bias,
+                kernel_initializer=self.kernel_initializer,
+                bias_initializer=self.bias_initializer,
+                name="base",
+                **self._base_kwargs(),
+            )
         )
 
     @classmethod
@@ -139,6 +148,9 @@ class LoRADense(LoRABase):
 
     def _delta_kernel(self, a, b):
         return ops.matmul(a, b)
+
+    def _input_axes(self):
+        return (0,)
 
     def get_config(self):
         return {
