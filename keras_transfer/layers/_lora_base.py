@@ -310,13 +310,20 @@ class LoRABase(keras.layers.Layer):
             b = ops.multiply(b, ops.cast(self.scale, b.dtype))
         update = self._low_rank(dropped, a, b)
         if self.use_dora:
+            # y = base(x) + (f - 1) (x W) + f s x A B with f = m / ||.||_c,
+            # as PEFT: exactly `base(x)` while f = 1 and B = 0.
+            factor = ops.cast(self._dora_factor(), outputs.dtype)
+            linear = outputs
             bias = self._output_bias()
             if bias is not None:
-                outputs = ops.subtract(outputs, bias)
-            factor = ops.cast(self._dora_factor(), outputs.dtype)
-            outputs = self._scale_outputs(ops.add(outputs, update), factor)
-            if bias is not None:
-                outputs = ops.add(outputs, bias)
+                linear = ops.subtract(linear, ops.cast(bias, linear.dtype))
+            outputs = ops.add(
+                outputs,
+                ops.add(
+                    self._scale_outputs(linear, ops.subtract(factor, 1)),
+                    self._scale_outputs(update, factor),
+                ),
+            )
         else:
             outputs = ops.add(outputs, update)
         if self.activation is not None:
@@ -346,11 +353,11 @@ class LoRABase(keras.layers.Layer):
         base kernel's dtype. Raises a `ValueError` for a quantized base
         (use `merge`, which requantizes).
         """
-        if self.base_layer.quantization_mode is not None:
+        mode = self.base_layer.quantization_mode
+        if mode is not None:
             raise ValueError(
-                f"Layer '{self.name}' has a {self.base_layer.quantization_mode!r} "
-                "quantized base: its merged kernel is requantized, see "
-                "`merge()`."
+                f"Layer '{self.name}' has a {mode!r} quantized base: its "
+                "merged kernel is requantized, see `merge()`."
             )
         kernel = self._float_kernel()
         if self.use_dora:
@@ -493,8 +500,9 @@ class LoRABase(keras.layers.Layer):
             raise ValueError(
                 f"Cannot wrap layer '{layer.name}' (quantization mode "
                 f"{mode!r}) in a {cls.__name__} with base quantization mode "
-                f"{new.base_layer.quantization_mode!r}: leave `dtype` unset to keep the "
-                f"layer's dtype policy. Received: dtype={lora_kwargs['dtype']!r}"
+                f"{new.base_layer.quantization_mode!r}: leave `dtype` unset "
+                "to keep the layer's dtype policy. "
+                f"Received: dtype={lora_kwargs['dtype']!r}"
             )
         # By name: a quantized kernel is several variables (codes, scale,
         # zero point, group index), all of which are copied.

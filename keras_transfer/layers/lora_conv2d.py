@@ -17,15 +17,17 @@ class LoRAConv2D(LoRABase):
 
         y = activation(conv(x, W) + b + s * conv(dropout(x), A) B)
 
-    Trainable parameters: `r (kh kw c_in + filters)`. Grouped convolutions
-    are not supported.
+    Trainable parameters: `r (kh kw c_in + filters)` (plus `filters` for
+    DoRA's magnitude, whose norm is over `kh, kw, c_in`). Grouped
+    convolutions and quantized bases are not supported (Keras does not
+    quantize `Conv2D`).
 
     Args:
         filters, kernel_size, strides, padding, data_format, dilation_rate,
             use_bias: as in `Conv2D`.
         lora_rank, lora_alpha, lora_dropout, rank_stabilized, train_bias,
             activation, kernel_initializer, bias_initializer,
-            lora_a_initializer: as in `LoRADense`.
+            lora_a_initializer, use_dora: as in `LoRADense`.
         **kwargs: base `Layer` arguments.
 
     Call arguments:
@@ -34,7 +36,9 @@ class LoRAConv2D(LoRABase):
 
     Reference:
         Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models",
-        ICLR 2022, https://arxiv.org/abs/2106.09685
+        ICLR 2022, https://arxiv.org/abs/2106.09685;
+        Liu et al., "DoRA: Weight-Decomposed Low-Rank Adaptation", ICML 2024,
+        https://arxiv.org/abs/2402.09353
     """
 
     _keras_class = keras.layers.Conv2D

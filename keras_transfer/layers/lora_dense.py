@@ -25,6 +25,18 @@ class LoRADense(LoRABase):
     Keras's `Dense.enable_lora` computes. Trainable parameters:
     `r (d + k)`, plus `k` when `train_bias=True`.
 
+    With `use_dora=True` (DoRA) the layer learns a per-unit magnitude `m`
+    (`k` values, initialised to the column norms `||W||_c`) on top:
+    `W' = m (W + s A B) / ||W + s A B||_c`, the norm taken over the input
+    axis and held constant in the backward pass (paper section 4.3, as PEFT).
+
+    The frozen base may be `int8` or `int4` quantized (QLoRA-style): wrap a
+    layer quantized with `layer.quantize(mode)`, or call
+    `model.quantize(mode)` on a model holding LoRA layers. The output is
+    Keras's quantized `Dense` plus the float32 low-rank update. Other modes
+    (`float8`, `gptq`, `awq`) and DoRA on a quantized base raise a
+    `ValueError`.
+
     The argument names follow Keras's `Dense(lora_rank=, lora_alpha=)`, so a
     user of the built-in LoRA has nothing new to learn; `lora_alpha=None`
     means `lora_alpha = lora_rank` (scale 1), as in Keras.
@@ -44,7 +56,12 @@ class LoRADense(LoRABase):
             scratch rather than with `from_layer`).
         bias_initializer: initializer of `b`.
         lora_a_initializer: initializer of `A` (`"he_uniform"`, as Keras).
-        **kwargs: base `Layer` arguments (`name`, `dtype`, ...).
+        use_dora: bool, weight-decomposed LoRA (DoRA, see above).
+        quantization_config: a `keras.quantizers.QuantizationConfig` for a
+            quantized base (set by `from_layer` and on loading).
+        **kwargs: base `Layer` arguments (`name`, `dtype`, ...). A
+            quantized `dtype` (`"int8_from_float32"`) quantizes the base;
+            the layer itself computes in the source dtype.
 
     Call arguments:
         inputs: tensor of shape `(..., d)`.
@@ -61,7 +78,11 @@ class LoRADense(LoRABase):
 
     Reference:
         Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models",
-        ICLR 2022, https://arxiv.org/abs/2106.09685
+        ICLR 2022, https://arxiv.org/abs/2106.09685;
+        Liu et al., "DoRA: Weight-Decomposed Low-Rank Adaptation", ICML 2024,
+        https://arxiv.org/abs/2402.09353;
+        Dettmers et al., "QLoRA: Efficient Finetuning of Quantized LLMs",
+        NeurIPS 2023, https://arxiv.org/abs/2305.14314
     """
 
     _keras_class = keras.layers.Dense
@@ -119,7 +140,8 @@ class LoRADense(LoRABase):
             **lora_kwargs: `lora_rank`, `lora_alpha`, ... (see the class).
 
         Returns:
-            A built `LoRADense` with the same name, output and weights.
+            A built `LoRADense` with the same name, output and weights (an
+            `int8` / `int4` layer keeps its quantized kernel).
         """
         if type(layer) is not keras.layers.Dense:
             raise ValueError(

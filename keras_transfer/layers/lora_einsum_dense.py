@@ -64,6 +64,11 @@ class LoRAEinsumDense(LoRABase):
     factors only the last kernel axis). `A B` is never formed while
     training.
 
+    With `use_dora=True` the magnitude `m` has the kernel's output axes and
+    the column norm is taken over its contracted axes. The base may be
+    `int8` / `int4` quantized, as in `LoRADense` (`quantization_config` as
+    there).
+
     Equations where a kernel axis is both in the input and in the output
     (per-head kernels) are not supported and raise a `ValueError`.
 
@@ -73,7 +78,7 @@ class LoRAEinsumDense(LoRABase):
         bias_axes: as in `EinsumDense`.
         lora_rank, lora_alpha, lora_dropout, rank_stabilized, train_bias,
             activation, kernel_initializer, bias_initializer,
-            lora_a_initializer: as in `LoRADense`.
+            lora_a_initializer, use_dora: as in `LoRADense`.
         **kwargs: base `Layer` arguments.
 
     Call arguments:
@@ -82,7 +87,9 @@ class LoRAEinsumDense(LoRABase):
 
     Reference:
         Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models",
-        ICLR 2022, https://arxiv.org/abs/2106.09685
+        ICLR 2022, https://arxiv.org/abs/2106.09685;
+        Liu et al., "DoRA: Weight-Decomposed Low-Rank Adaptation", ICML 2024,
+        https://arxiv.org/abs/2402.09353
     """
 
     _keras_class = keras.layers.EinsumDense

@@ -178,7 +178,8 @@ class LoRAQuantizedTest(TestCase):
         self.assertEqual(lora.dtype_policy.name, "mixed_bfloat16")
         self.assertEqual(lora.lora_kernel_a.dtype, "float32")
         out = lora(x)
-        self.assertEqual(keras.backend.standardize_dtype(out.dtype), "bfloat16")
+        dtype = keras.backend.standardize_dtype(out.dtype)
+        self.assertEqual(dtype, "bfloat16")
         self.assertAllClose(out, base(x), atol=0)
 
     def test_quantized_dtype_argument_goes_to_the_base(self):
