@@ -396,7 +396,7 @@ class LoRABase(keras.layers.Layer):
             return merged
         merged.kernel.assign(self.merged_kernel())
         if getattr(self.base_layer, "bias", None) is not None:
-            merged.bias.assign(self.base_layer.bias)
+            merged.bias.assign(_copy(self.base_layer.bias))
         return merged
 
     def _plain_base_config(self):
@@ -422,7 +422,7 @@ class LoRABase(keras.layers.Layer):
         copy.build(_input_shape_of(self))
         store = {}
         self.base_layer.save_own_variables(store)
-        copy.load_own_variables(store)
+        copy.load_own_variables({k: _copy(v) for k, v in store.items()})
         delta = ops.multiply(
             self._delta_kernel(
                 ops.convert_to_tensor(self.lora_kernel_a),
@@ -436,7 +436,7 @@ class LoRABase(keras.layers.Layer):
         copy.lora_kernel_b.assign(ops.eye(last, dtype="float32"))
         merged_store = {}
         copy.save_own_variables(merged_store)
-        return merged_store
+        return {k: _copy(v) for k, v in merged_store.items()}
 
     def _lora_config(self):
         return {
@@ -513,10 +513,20 @@ class LoRABase(keras.layers.Layer):
                     f"Cannot copy layer '{layer.name}': it has no weight "
                     f"{weight.name!r} (it has {sorted(source)})."
                 )
-            weight.assign(source[weight.name])
+            weight.assign(_copy(source[weight.name]))
         if new.use_dora:
             new.reset_magnitude()
         return new
+
+
+def _copy(value):
+    """A fresh tensor holding `value`.
+
+    On JAX, `variable.assign(other_variable)` shares the array; when a
+    training step of either model then donates its state, the array is
+    deleted under the other ("Array has been deleted").
+    """
+    return ops.copy(ops.convert_to_tensor(value))
 
 
 def _input_shape_of(layer):
