@@ -29,7 +29,6 @@ import numpy as np  # noqa: E402
 
 from keras_transfer.layers import LoRADense  # noqa: E402
 from keras_transfer.strategies import apply_lora  # noqa: E402
-from keras_transfer.strategies import merge_lora  # noqa: E402
 
 WIDTH, DEPTH, BATCH, RANK = 2048, 4, 32, 8
 
@@ -43,10 +42,31 @@ def dense_stack(kind):
     if kind == "keras_lora":
         for layer in model.layers:
             layer.enable_lora(RANK)
-    elif kind == "lora_dense":
-        model, _ = apply_lora(model, lora_rank=RANK, targets=[keras.layers.Dense])
+    elif kind in ("lora_dense", "dora_dense"):
+        # The layers directly (not `apply_lora`): this times the layer.
+        model = keras.Sequential(
+            [keras.Input((WIDTH,))]
+            + [
+                LoRADense.from_layer(
+                    layer, lora_rank=RANK, use_dora=kind == "dora_dense"
+                )
+                for layer in model.layers
+            ]
+        )
+    elif kind == "frozen_floor":
+        # Frozen kernels, trainable biases: the forward pass plus the input
+        # gradients of every layer but the first, no kernel gradient. Any
+        # LoRA step does at least this work.
+        for layer in model.layers:
+            layer.kernel.trainable = False
     model.compile(keras.optimizers.Adam(1e-4), "mse")
     return model
+
+
+def merged_stack(model):
+    return keras.Sequential(
+        [keras.Input((WIDTH,))] + [layer.merge() for layer in model.layers]
+    )
 
 
 QV = r"self_attention_layer/(query|value)$"
@@ -219,6 +239,11 @@ def main():
                  "lora_dense_all", "head_only"],
     )
     parser.add_argument("--infer-steps", type=int, default=None)
+    parser.add_argument(
+        "--dense-kinds",
+        nargs="+",
+        default=["full", "keras_lora", "lora_dense", "frozen_floor"],
+    )
     parser.add_argument("--flops", action="store_true", help="print the FLOP bounds only")
     args = parser.parse_args()
     if args.flops:
@@ -229,7 +254,7 @@ def main():
     rng = np.random.default_rng(0)
     lines = []
 
-    kinds = ["full", "keras_lora", "lora_dense"]
+    kinds = args.dense_kinds
     models = {k: dense_stack(k) for k in kinds}
     x = rng.normal(size=(BATCH, WIDTH)).astype("float32")
     y = rng.normal(size=(BATCH, WIDTH)).astype("float32")
@@ -242,7 +267,7 @@ def main():
 
     # Inference: merged LoRA vs the plain Dense stack vs unmerged LoRA.
     infer_steps = args.infer_steps or args.steps
-    merged, _ = merge_lora(models["lora_dense"])
+    merged = merged_stack(models["lora_dense"])
     infer = {"plain_dense": models["full"], "merged_lora": merged, "unmerged_lora": models["lora_dense"]}
     for m in infer.values():
         m.predict_on_batch(x)

@@ -17,15 +17,17 @@ class LoRAConv2D(LoRABase):
 
         y = activation(conv(x, W) + b + s * conv(dropout(x), A) B)
 
-    Trainable parameters: `r (kh kw c_in + filters)`. Grouped convolutions
-    are not supported.
+    Trainable parameters: `r (kh kw c_in + filters)` (plus `filters` for
+    DoRA's magnitude, whose norm is over `kh, kw, c_in`). Grouped
+    convolutions and quantized bases are not supported (Keras does not
+    quantize `Conv2D`).
 
     Args:
         filters, kernel_size, strides, padding, data_format, dilation_rate,
             use_bias: as in `Conv2D`.
         lora_rank, lora_alpha, lora_dropout, rank_stabilized, train_bias,
             activation, kernel_initializer, bias_initializer,
-            lora_a_initializer: as in `LoRADense`.
+            lora_a_initializer, use_dora: as in `LoRADense`.
         **kwargs: base `Layer` arguments.
 
     Call arguments:
@@ -34,8 +36,12 @@ class LoRAConv2D(LoRABase):
 
     Reference:
         Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models",
-        ICLR 2022, https://arxiv.org/abs/2106.09685
+        ICLR 2022, https://arxiv.org/abs/2106.09685;
+        Liu et al., "DoRA: Weight-Decomposed Low-Rank Adaptation", ICML 2024,
+        https://arxiv.org/abs/2402.09353
     """
+
+    _keras_class = keras.layers.Conv2D
 
     def __init__(
         self,
@@ -67,6 +73,12 @@ class LoRAConv2D(LoRABase):
             lora_a_initializer=lora_a_initializer,
             **kwargs,
         )
+        if self._base_policy is not None:
+            raise ValueError(
+                f"`LoRAConv2D` '{self.name}' cannot wrap a quantized "
+                "`Conv2D` (Keras does not quantize convolutions). "
+                f"Received: dtype={self._base_policy.name!r}"
+            )
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.base_layer = keras.layers.Conv2D(
@@ -146,6 +158,20 @@ class LoRAConv2D(LoRABase):
 
     def _delta_kernel(self, a, b):
         return ops.einsum("hwcr,rf->hwcf", a, b)
+
+    def _input_axes(self):
+        return (0, 1, 2)
+
+    def _output_bias(self):
+        bias = super()._output_bias()
+        if bias is not None and self.data_format == "channels_first":
+            bias = ops.reshape(bias, (-1, 1, 1))
+        return bias
+
+    def _scale_outputs(self, outputs, factor):
+        if self.data_format == "channels_first":
+            factor = ops.reshape(factor, (-1, 1, 1))
+        return ops.multiply(outputs, factor)
 
     def get_config(self):
         return {

@@ -4,6 +4,11 @@ import keras
 from keras import ops
 
 from keras_transfer.layers._lora_base import LoRABase
+from keras_transfer.layers._lora_base import QuantizeGuard
+
+
+class _BaseDense(QuantizeGuard, keras.layers.Dense):
+    pass
 
 
 @keras.saving.register_keras_serializable(package="keras_transfer")
@@ -19,6 +24,18 @@ class LoRADense(LoRABase):
     `O(r (d + k))` per example instead of the `d x k` kernel gradient that
     Keras's `Dense.enable_lora` computes. Trainable parameters:
     `r (d + k)`, plus `k` when `train_bias=True`.
+
+    With `use_dora=True` (DoRA) the layer learns a per-unit magnitude `m`
+    (`k` values, initialised to the column norms `||W||_c`) on top:
+    `W' = m (W + s A B) / ||W + s A B||_c`, the norm taken over the input
+    axis and held constant in the backward pass (paper section 4.3, as PEFT).
+
+    The frozen base may be `int8` or `int4` quantized (QLoRA-style): wrap a
+    layer quantized with `layer.quantize(mode)`, or call
+    `model.quantize(mode)` on a model holding LoRA layers. The output is
+    Keras's quantized `Dense` plus the float32 low-rank update. Other modes
+    (`float8`, `gptq`, `awq`) and DoRA on a quantized base raise a
+    `ValueError`.
 
     The argument names follow Keras's `Dense(lora_rank=, lora_alpha=)`, so a
     user of the built-in LoRA has nothing new to learn; `lora_alpha=None`
@@ -39,7 +56,12 @@ class LoRADense(LoRABase):
             scratch rather than with `from_layer`).
         bias_initializer: initializer of `b`.
         lora_a_initializer: initializer of `A` (`"he_uniform"`, as Keras).
-        **kwargs: base `Layer` arguments (`name`, `dtype`, ...).
+        use_dora: bool, weight-decomposed LoRA (DoRA, see above).
+        quantization_config: a `keras.quantizers.QuantizationConfig` for a
+            quantized base (set by `from_layer` and on loading).
+        **kwargs: base `Layer` arguments (`name`, `dtype`, ...). A
+            quantized `dtype` (`"int8_from_float32"`) quantizes the base;
+            the layer itself computes in the source dtype.
 
     Call arguments:
         inputs: tensor of shape `(..., d)`.
@@ -56,8 +78,14 @@ class LoRADense(LoRABase):
 
     Reference:
         Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models",
-        ICLR 2022, https://arxiv.org/abs/2106.09685
+        ICLR 2022, https://arxiv.org/abs/2106.09685;
+        Liu et al., "DoRA: Weight-Decomposed Low-Rank Adaptation", ICML 2024,
+        https://arxiv.org/abs/2402.09353;
+        Dettmers et al., "QLoRA: Efficient Finetuning of Quantized LLMs",
+        NeurIPS 2023, https://arxiv.org/abs/2305.14314
     """
+
+    _keras_class = keras.layers.Dense
 
     def __init__(
         self,
@@ -92,13 +120,15 @@ class LoRADense(LoRABase):
         self.use_bias = bool(use_bias)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.base_layer = keras.layers.Dense(
-            units,
-            use_bias=self.use_bias,
-            kernel_initializer=self.kernel_initializer,
-            bias_initializer=self.bias_initializer,
-            dtype=self.dtype_policy,
-            name="base",
+        self.base_layer = self._guard(
+            _BaseDense(
+                units,
+                use_bias=self.use_bias,
+                kernel_initializer=self.kernel_initializer,
+                bias_initializer=self.bias_initializer,
+                name="base",
+                **self._base_kwargs(),
+            )
         )
 
     @classmethod
@@ -110,7 +140,8 @@ class LoRADense(LoRABase):
             **lora_kwargs: `lora_rank`, `lora_alpha`, ... (see the class).
 
         Returns:
-            A built `LoRADense` with the same name, output and weights.
+            A built `LoRADense` with the same name, output and weights (an
+            `int8` / `int4` layer keeps its quantized kernel).
         """
         if type(layer) is not keras.layers.Dense:
             raise ValueError(
@@ -139,6 +170,9 @@ class LoRADense(LoRABase):
 
     def _delta_kernel(self, a, b):
         return ops.matmul(a, b)
+
+    def _input_axes(self):
+        return (0,)
 
     def get_config(self):
         return {

@@ -6,15 +6,21 @@ import keras
 from keras import ops
 
 from keras_transfer.layers._lora_base import LoRABase
+from keras_transfer.layers._lora_base import QuantizeGuard
+
+
+class _BaseEinsumDense(QuantizeGuard, keras.layers.EinsumDense):
+    pass
 
 
 def _split_equation(equation, kernel_shape):
     """Splits the kernel axes into contracted (input) and output axes.
 
-    Returns `(eq_a, eq_b, eq_delta, a_shape_tail, b_shape_tail)` where
-    `eq_a` maps (inputs, A) to the rank-`r` bottleneck, `eq_b` maps
-    (bottleneck, B) to the outputs and `eq_delta` forms `A B` in the
-    kernel's layout.
+    Returns `(eq_a, eq_b, eq_delta, ker, out, out_k, a_shape_tail,
+    b_shape_tail)` where `eq_a` maps (inputs, A) to the rank-`r`
+    bottleneck, `eq_b` maps (bottleneck, B) to the outputs, `eq_delta`
+    forms `A B` in the kernel's layout, `ker` / `out` are the kernel's and
+    output's axis letters and `out_k` the kernel axes that reach the output.
     """
     lhs, out = equation.split("->")
     inp, ker = lhs.split(",")
@@ -32,6 +38,9 @@ def _split_equation(equation, kernel_shape):
         f"{inp},{in_k}{z}->{mid}",
         f"{mid},{z}{out_k}->{out}",
         f"{in_k}{z},{z}{out_k}->{ker}",
+        ker,
+        out,
+        out_k,
         tuple(sizes[c] for c in in_k),
         tuple(sizes[c] for c in out_k),
     )
@@ -55,6 +64,11 @@ class LoRAEinsumDense(LoRABase):
     factors only the last kernel axis). `A B` is never formed while
     training.
 
+    With `use_dora=True` the magnitude `m` has the kernel's output axes and
+    the column norm is taken over its contracted axes. The base may be
+    `int8` / `int4` quantized, as in `LoRADense` (`quantization_config` as
+    there).
+
     Equations where a kernel axis is both in the input and in the output
     (per-head kernels) are not supported and raise a `ValueError`.
 
@@ -64,7 +78,7 @@ class LoRAEinsumDense(LoRABase):
         bias_axes: as in `EinsumDense`.
         lora_rank, lora_alpha, lora_dropout, rank_stabilized, train_bias,
             activation, kernel_initializer, bias_initializer,
-            lora_a_initializer: as in `LoRADense`.
+            lora_a_initializer, use_dora: as in `LoRADense`.
         **kwargs: base `Layer` arguments.
 
     Call arguments:
@@ -73,8 +87,12 @@ class LoRAEinsumDense(LoRABase):
 
     Reference:
         Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models",
-        ICLR 2022, https://arxiv.org/abs/2106.09685
+        ICLR 2022, https://arxiv.org/abs/2106.09685;
+        Liu et al., "DoRA: Weight-Decomposed Low-Rank Adaptation", ICML 2024,
+        https://arxiv.org/abs/2402.09353
     """
+
+    _keras_class = keras.layers.EinsumDense
 
     def __init__(
         self,
@@ -107,14 +125,16 @@ class LoRAEinsumDense(LoRABase):
         self.bias_axes = bias_axes
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.base_layer = keras.layers.EinsumDense(
-            equation,
-            output_shape,
-            bias_axes=bias_axes,
-            kernel_initializer=self.kernel_initializer,
-            bias_initializer=self.bias_initializer,
-            dtype=self.dtype_policy,
-            name="base",
+        self.base_layer = self._guard(
+            _BaseEinsumDense(
+                equation,
+                output_shape,
+                bias_axes=bias_axes,
+                kernel_initializer=self.kernel_initializer,
+                bias_initializer=self.bias_initializer,
+                name="base",
+                **self._base_kwargs(),
+            )
         )
 
     @classmethod
@@ -145,7 +165,16 @@ class LoRAEinsumDense(LoRABase):
                 "input, the kernel and the output). "
                 f"Received: equation={self.equation!r}"
             )
-        self._eq_a, self._eq_b, self._eq_delta, a_tail, b_tail = split
+        (
+            self._eq_a,
+            self._eq_b,
+            self._eq_delta,
+            self._kernel_axes,
+            self._output_axes,
+            self._kernel_output_axes,
+            a_tail,
+            b_tail,
+        ) = split
         d = int(ops.prod(a_tail)) if a_tail else 1
         k = int(ops.prod(b_tail)) if b_tail else 1
         return a_tail + (self.lora_rank,), (self.lora_rank,) + b_tail, d, k
@@ -155,6 +184,21 @@ class LoRAEinsumDense(LoRABase):
 
     def _delta_kernel(self, a, b):
         return ops.einsum(self._eq_delta, a, b)
+
+    def _input_axes(self):
+        return tuple(
+            axis
+            for axis, c in enumerate(self._kernel_axes)
+            if c not in self._kernel_output_axes
+        )
+
+    def _scale_outputs(self, outputs, factor):
+        out, out_k = self._output_axes, self._kernel_output_axes
+        return ops.einsum(f"{out},{out_k}->{out}", outputs, factor)
+
+    def _scale_kernel(self, kernel, factor):
+        ker, out_k = self._kernel_axes, self._kernel_output_axes
+        return ops.einsum(f"{ker},{out_k}->{ker}", kernel, factor)
 
     def get_config(self):
         return {

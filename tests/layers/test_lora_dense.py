@@ -187,3 +187,26 @@ class LoRADenseTest(TestCase):
         dense.enable_lora(2)
         with self.assertRaisesRegex(ValueError, "'kl'.*enable_lora"):
             LoRADense.from_layer(dense)
+
+    @parameterized.named_parameters(("float", None), ("int8", "int8"))
+    def test_copies_survive_training_of_the_source(self, mode):
+        # On JAX, assigning a variable to another shared the array, and a
+        # training step of either model deleted it under the other
+        # ("Array has been deleted").
+        x = np.ones((4, 6), "float32")
+        y = np.zeros((4, 4), "float32")
+        dense = keras.layers.Dense(4)
+        dense.build((None, 6))
+        if mode:
+            dense.quantize(mode)
+        source = keras.Sequential([keras.Input((6,)), dense])
+        source.compile("sgd", "mse")
+        lora = LoRADense.from_layer(dense, lora_rank=2)
+        model = keras.Sequential([keras.Input((6,)), lora])
+        model.compile("sgd", "mse")
+        source.train_on_batch(x, y)
+        model.train_on_batch(x, y)
+        merged = keras.Sequential([keras.Input((6,)), lora.merge()])
+        model.train_on_batch(x, y)
+        self.assertEqual(merged.predict_on_batch(x).shape, (4, 4))
+        self.assertEqual(model.predict_on_batch(x).shape, (4, 4))
