@@ -35,6 +35,7 @@ def _lora_entry(layer):
         "lora_dropout": layer.lora_dropout,
         "rank_stabilized": layer.rank_stabilized,
         "train_bias": layer.train_bias,
+        "use_dora": layer.use_dora,
     }
 
 
@@ -46,10 +47,11 @@ def apply_lora(
     lora_dropout=0.0,
     rank_stabilized=False,
     train_bias=False,
+    use_dora=False,
     freeze_others=True,
     trainable_layers=None,
 ):
-    """Replaces the targeted layers of `model` by LoRA layers.
+    """Replaces the targeted layers of `model` by LoRA (or DoRA) layers.
 
     `Dense`, `EinsumDense` and `Conv2D` become `LoRADense`,
     `LoRAEinsumDense` and `LoRAConv2D` with the same weights (so outputs are
@@ -60,8 +62,10 @@ def apply_lora(
     Args:
         model: a built Keras model (Sequential, Functional or subclassed,
             e.g. a keras-hub backbone or a classifier around one).
-        lora_rank, lora_alpha, lora_dropout, rank_stabilized, train_bias:
-            see `LoRADense`. `lora_rank` must be at most
+        lora_rank, lora_alpha, lora_dropout, rank_stabilized, train_bias,
+            use_dora: see `LoRADense` (`use_dora=True`: DoRA, Liu et al.
+            2024; its magnitudes are saved with the model and by
+            `save_peft_weights`). `lora_rank` must be at most
             min(input size, output size) of every targeted layer.
         targets: `None` (every `Dense`, `EinsumDense` and `Conv2D` layer;
             class targets skip grouped convolutions, which LoRA cannot wrap),
@@ -119,6 +123,7 @@ def apply_lora(
         lora_dropout=lora_dropout,
         rank_stabilized=rank_stabilized,
         train_bias=train_bias,
+        use_dora=use_dora,
     )
     check_lora_args(lora_rank, lora_alpha, lora_dropout)
     if targets is None:

@@ -22,10 +22,7 @@ def _peft_variables(model, by_name=False):
         path = site.path if by_name else site.key
         layer = site.layer
         if isinstance(layer, LoRABase):
-            variables = [layer.lora_kernel_a, layer.lora_kernel_b]
-            bias = getattr(layer.base_layer, "bias", None)
-            if layer.train_bias and bias is not None:
-                variables.append(bias)
+            variables = layer.peft_weights
         elif isinstance(layer, Adapter):
             variables = layer.weights
         else:
