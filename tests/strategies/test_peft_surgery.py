@@ -26,7 +26,7 @@ numpy = keras.ops.convert_to_numpy
 
 
 @keras.saving.register_keras_serializable(package="keras_transfer_tests")
-class _Block(keras.layers.Layer):
+class _SurgeryBlock(keras.layers.Layer):
     """A subclassed block: surgery inside it happens in place."""
 
     def __init__(self, **kwargs):
@@ -51,7 +51,7 @@ def _functional(seed=0):
 def _block_model(seed=0):
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((6,))
-    h = _Block(name="block")(inputs)
+    h = _SurgeryBlock(name="block")(inputs)
     outputs = keras.layers.Dense(3, name="out")(h)
     return keras.Model(inputs, outputs, name="blocky")
 
