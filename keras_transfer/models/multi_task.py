@@ -293,7 +293,10 @@ class MultiTaskModel(keras.Model):
                 mask = mask * ops.reshape(ops.cast(weights, "float32"), ops.shape(mask))
             values = self._per_example_loss(task, safe_y, y_pred[task])
             count = ops.sum(mask)
-            task_loss = ops.sum(values * mask) / ops.maximum(count, 1.0)
+            # The weighted mean over the labelled examples; a batch without
+            # any (count 0) adds 0 with weight 0. Weights below 1 in all are
+            # valid counts: `maximum(count, 1)` shrank their loss.
+            task_loss = ops.sum(values * mask) / ops.where(count > 0, count, 1.0)
             if self.task_weights == _UNCERTAINTY:
                 log_var = ops.convert_to_tensor(self.log_variances)[index]
                 weight = ops.exp(-log_var)

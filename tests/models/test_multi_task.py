@@ -229,6 +229,23 @@ class MultiTaskFiguresTest(TestCase, parameterized.TestCase):
         result = model.evaluate(x, y, batch_size=batch_size, return_dict=True, verbose=0)
         self.assertAllClose(result["loss"], loss, atol=1e-5)
 
+    @parameterized.parameters(*BATCH_SIZES)
+    def test_fractional_sample_weights_give_the_weighted_mean(self, batch_size):
+        # Weights summing to less than 1 in a batch were divided by
+        # max(sum, 1): the loss shrank with the batch size (regression).
+        x, y = _data(n=13)
+        weights = np.random.default_rng(1).uniform(0.05, 0.3, 13).astype("float32")
+        model = _model(task_weights={"digit": 1.0, "speaker": 1.0})
+        model.compile(optimizer=keras.optimizers.SGD(0.0), loss=LOSS)
+        result = model.evaluate(x, y, sample_weight=weights, batch_size=batch_size,
+                                return_dict=True, verbose=0)
+        out = {k: keras.ops.convert_to_numpy(v) for k, v in model(x).items()}
+        for task in ("digit", "speaker"):
+            keep = y[task] != -1
+            ce = _ce(out[task][keep], y[task][keep])
+            want = np.sum(weights[keep] * ce) / np.sum(weights[keep])
+            self.assertAllClose(result[f"{task}_loss"], want, atol=1e-5, msg=task)
+
     def test_callbacks_infer_direction(self):
         x, y = _data()
         model = _model()
