@@ -65,11 +65,54 @@ def accuracy_for(loss, name):
     return None
 
 
-def ends_in_softmax(model):
-    """Whether the last layer of `model` applies a softmax (or sigmoid)."""
+def _last_layer(model):
     layer = model
     while getattr(layer, "layers", None):
         layer = layer.layers[-1]
+    return layer
+
+
+def ends_in_linear(model):
+    """Whether the last layer of `model` is a projection without activation
+    (`Dense`, `EinsumDense`, a convolution), so it returns logits."""
+    layer = _last_layer(model)
+    if not isinstance(
+        layer,
+        (keras.layers.Dense, keras.layers.EinsumDense, keras.layers.Conv1D,
+         keras.layers.Conv2D, keras.layers.Conv3D),
+    ):
+        return False
+    activation = getattr(layer, "activation", None)
+    return activation is None or activation is keras.activations.linear or (
+        getattr(activation, "__name__", None) == "linear"
+    )
+
+
+def check_output_kind(model, from_logits, argument, model_name):
+    """Rejects `from_logits` that contradicts how `model` visibly ends.
+
+    A softmax/sigmoid output read as logits, or a linear output read as
+    probabilities, gives wrong losses without any error.
+    """
+    if from_logits and ends_in_softmax(model):
+        raise ValueError(
+            f"`{model_name}` ends in a softmax/sigmoid, so it returns "
+            f"probabilities, but `{argument}=True` reads its outputs as "
+            f"logits. Pass `{argument}=False`, or remove the final activation "
+            "(e.g. `classifier_activation=None` for `keras.applications`). "
+            f"Received: {argument}=True"
+        )
+    if not from_logits and ends_in_linear(model):
+        raise ValueError(
+            f"`{model_name}` ends in a layer without activation, so it "
+            f"returns logits, but `{argument}=False` reads its outputs as "
+            f"probabilities. Pass `{argument}=True`. Received: {argument}=False"
+        )
+
+
+def ends_in_softmax(model):
+    """Whether the last layer of `model` applies a softmax (or sigmoid)."""
+    layer = _last_layer(model)
     if isinstance(layer, keras.layers.Softmax):
         return True
     activation = getattr(layer, "activation", None)

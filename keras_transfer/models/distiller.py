@@ -9,6 +9,7 @@ from keras_transfer.losses.distillation import KLDistillation
 from keras_transfer.losses.distillation import _check_bool
 from keras_transfer.losses.distillation import _check_temperature
 from keras_transfer.models._domain import check_from_logits
+from keras_transfer.models._domain import check_output_kind
 from keras_transfer.models._reporting import batch_size
 from keras_transfer.models._reporting import loss_mean
 from keras_transfer.models._reporting import reported_metrics
@@ -232,6 +233,8 @@ class Distiller(keras.distillation.Distiller):
                 f"Received: hint_weight={hint_weight!r}"
             )
         _check_models(teacher, student)
+        check_output_kind(teacher, teacher_from_logits, "teacher_from_logits", "teacher")
+        check_output_kind(student, from_logits, "from_logits", "student")
         hints = _check_hints(hints, teacher, student)
 
         losses = [KLDistillation(temperature, teacher_from_logits, from_logits)]

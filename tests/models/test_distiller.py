@@ -321,3 +321,25 @@ def test_distilled_student_follows_the_teacher_on_fashion_mnist():
     agree_alone = (alone.predict(xt, verbose=0).argmax(-1) == teacher_pred).mean()
     agree_distilled = (distiller.predict(xt, verbose=0).argmax(-1) == teacher_pred).mean()
     assert agree_distilled > agree_alone + 0.02, (agree_alone, agree_distilled)
+
+
+class OutputKindTest(TestCase):
+    """A teacher or student output read the wrong way is refused (a softmax
+    teacher read as logits gave a distillation loss of 0.228 for 0.173)."""
+
+    def _net(self, activation):
+        return keras.Sequential(
+            [keras.Input((4,)), keras.layers.Dense(3, activation=activation)]
+        )
+
+    def test_softmax_teacher_read_as_logits_is_refused(self):
+        from keras_transfer.models import Distiller
+
+        with self.assertRaisesRegex(ValueError, "teacher_from_logits=True"):
+            Distiller(self._net("softmax"), self._net(None))
+        with self.assertRaisesRegex(ValueError, "teacher_from_logits=False"):
+            Distiller(self._net(None), self._net(None), teacher_from_logits=False)
+        with self.assertRaisesRegex(ValueError, "from_logits=True"):
+            Distiller(self._net(None), self._net("softmax"))
+        # Declared as they are: accepted.
+        Distiller(self._net("softmax"), self._net(None), teacher_from_logits=False)
