@@ -123,7 +123,19 @@ def ends_in_softmax(model):
 
 
 def check_from_logits(loss, model, argument, model_name):
-    """Rejects a loss on logits applied to a head that ends in a softmax."""
+    """Rejects a loss on logits applied to a head that ends in a softmax,
+    and a loss whose reduction is not a mean over the batch (the models
+    report and train on per-example means weighted by counts, so `"sum"` or
+    `None` would make figures depend on the batch size, or be ignored)."""
+    reduction = getattr(loss, "reduction", "sum_over_batch_size")
+    if reduction != "sum_over_batch_size":
+        raise ValueError(
+            f"`{argument}` must reduce by the batch mean (Keras's default "
+            "`reduction='sum_over_batch_size'`): the model averages it over "
+            "the examples (weighted by `sample_weight`) itself. Received: "
+            f"{argument}={getattr(loss, 'name', loss)!r} with "
+            f"reduction={reduction!r}"
+        )
     kind, from_logits = _loss_kind(loss)
     if kind is not None and from_logits and ends_in_softmax(model):
         raise ValueError(
