@@ -206,9 +206,18 @@ def read_text(path, encoding, function):
         ) from None
     with open(path, "rb") as f:
         data = f.read()
-    if codec == "utf-8" and data.startswith(codecs.BOM_UTF8):
+    if data.startswith(codecs.BOM_UTF8) and codec not in ("utf-8", "utf-8-sig"):
+        # Decoded as cp1252 / latin-1 the mark becomes 'ï»¿' in the first
+        # column's name, and every non-ASCII text is garbled without error.
+        raise ValueError(
+            f"`{function}`: {path!r} starts with a UTF-8 byte-order mark, so it "
+            f"is UTF-8, but encoding={encoding!r} was given. Pass "
+            "encoding='utf-8' (the default)."
+        )
+    if codec in ("utf-8", "utf-8-sig") and data.startswith(codecs.BOM_UTF8):
         data = data[len(codecs.BOM_UTF8):]
         offset = len(codecs.BOM_UTF8)
+        encoding = "utf-8"
     else:
         offset = 0
     try:

@@ -114,6 +114,17 @@ class FilesAsUsersHaveThemTest(TestCase):
         (x, _), _, _ = datasets.load_text_csv(path, encoding="utf-16", test_fraction=0)
         self.assertEqual(sorted(x.tolist()), ["a", "b"])
 
+    def test_utf8_byte_order_mark_with_another_encoding_is_refused(self):
+        # Read as cp1252 the mark became 'ï»¿' in the first column's name and
+        # the texts were garbled silently (regression).
+        data = "id,text,label\n1,caf\u00e9 good,x\n2,bad,y\n".encode("utf-8-sig")
+        path = _write_bytes(os.path.join(self.get_temp_dir(), "bom_id.csv"), data)
+        for encoding in ("cp1252", "latin-1"):
+            with self.assertRaisesRegex(ValueError, "byte-order mark.*encoding='utf-8'"):
+                datasets.load_text_csv(path, encoding=encoding, test_fraction=0)
+        (x, _), _, _ = datasets.load_text_csv(path, encoding="utf-8-sig", test_fraction=0)
+        self.assertIn("caf\u00e9 good", set(x))
+
     def test_bad_row_is_named_by_its_physical_line_across_quoted_newlines(self):
         content = (
             "text,label\n"                    # line 1
