@@ -70,6 +70,24 @@ def check_path(function, name, path, kind="file", hint=None):
     return path
 
 
+def class_folders(path):
+    """The sorted names of the class sub-folders of `path` (hidden ones
+    skipped); raises if there are fewer than two."""
+    class_names = tuple(
+        sorted(
+            name for name in os.listdir(path)
+            if not name.startswith(".") and os.path.isdir(os.path.join(path, name))
+        )
+    )
+    if len(class_names) < 2:
+        raise ValueError(
+            "`path` must hold at least two class sub-folders (one per "
+            f"class). Found {len(class_names)}: {list(class_names)}. "
+            f"Received: path={path!r}"
+        )
+    return class_names
+
+
 def package_file(function, package, relative, install):
     """Path of a data file inside an installed package, without importing it.
 

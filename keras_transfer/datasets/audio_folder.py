@@ -203,18 +203,7 @@ def load_audio_folder(
         "test_fraction", test_fraction, allow_zero=True
     )
     seed = _common.check_seed(seed)
-    class_names = tuple(
-        sorted(
-            name for name in os.listdir(path)
-            if not name.startswith(".") and os.path.isdir(os.path.join(path, name))
-        )
-    )
-    if len(class_names) < 2:
-        raise ValueError(
-            "`path` must hold at least two class sub-folders (one per "
-            f"class). Found {len(class_names)}: {list(class_names)}. "
-            f"Received: path={path!r}"
-        )
+    class_names = _common.class_folders(path)
     clips, labels = [], []
     for label, name in enumerate(class_names):
         folder = os.path.join(path, name)

@@ -79,18 +79,7 @@ def load_image_folder(path, image_size=(224, 224), test_fraction=0.2, seed=0):
             "with `pip install pillow`."
         ) from error
 
-    class_names = tuple(
-        sorted(
-            name for name in os.listdir(path)
-            if not name.startswith(".") and os.path.isdir(os.path.join(path, name))
-        )
-    )
-    if len(class_names) < 2:
-        raise ValueError(
-            "`path` must hold at least two class sub-folders (one per "
-            f"class). Found {len(class_names)}: {list(class_names)}. "
-            f"Received: path={path!r}"
-        )
+    class_names = _common.class_folders(path)
     files, labels = [], []
     for label, name in enumerate(class_names):
         folder = os.path.join(path, name)

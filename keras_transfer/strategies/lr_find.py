@@ -5,19 +5,7 @@ import math
 import keras
 import numpy as np
 
-
-def _check_rate(name, value):
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ValueError(
-            f"`{name}` must be a positive, finite learning rate. "
-            f"Received: {name}={value!r}"
-        )
-    return float(value)
+from keras_transfer._validation import check_positive
 
 
 def range_test_rates(start_learning_rate, end_learning_rate, num_steps):
@@ -227,8 +215,12 @@ def lr_find(
         2017](https://arxiv.org/abs/1506.01186); fastai's
         [`Learner.lr_find`](https://docs.fast.ai/callback.schedule.html).
     """
-    start_learning_rate = _check_rate("start_learning_rate", start_learning_rate)
-    end_learning_rate = _check_rate("end_learning_rate", end_learning_rate)
+    start_learning_rate = check_positive(
+        start_learning_rate, "start_learning_rate", "learning rate"
+    )
+    end_learning_rate = check_positive(
+        end_learning_rate, "end_learning_rate", "learning rate"
+    )
     if end_learning_rate <= start_learning_rate:
         raise ValueError(
             "`end_learning_rate` must be larger than `start_learning_rate`: "

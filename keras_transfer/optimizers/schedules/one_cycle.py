@@ -5,19 +5,7 @@ import math
 import keras
 from keras import ops
 
-
-def _check_positive(name, value):
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ValueError(
-            f"`{name}` must be a positive, finite number. "
-            f"Received: {name}={value!r}"
-        )
-    return float(value)
+from keras_transfer._validation import check_positive
 
 
 @keras.saving.register_keras_serializable(package="keras_transfer")
@@ -76,8 +64,8 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
         name="OneCycle",
     ):
         super().__init__()
-        self.max_learning_rate = _check_positive(
-            "max_learning_rate", max_learning_rate
+        self.max_learning_rate = check_positive(
+            max_learning_rate, "max_learning_rate", "learning rate"
         )
         if (
             isinstance(total_steps, bool)
@@ -107,9 +95,9 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
             )
         self.total_steps = total_steps
         self.warmup_steps = warmup_steps
-        self.div_factor = _check_positive("div_factor", div_factor)
-        self.final_div_factor = _check_positive(
-            "final_div_factor", final_div_factor
+        self.div_factor = check_positive(div_factor, "div_factor")
+        self.final_div_factor = check_positive(
+            final_div_factor, "final_div_factor"
         )
         self.name = name
 
