@@ -146,6 +146,18 @@ def check_from_logits(loss, model, argument, model_name):
             "(from_logits=False)`. Received: "
             f"{argument}={getattr(loss, 'name', loss)!r} with from_logits=True"
         )
+    if kind is not None and not from_logits and ends_in_linear(model):
+        raise ValueError(
+            f"`{model_name}` ends in a layer without activation, so it returns "
+            f"logits, but `{argument}` expects probabilities "
+            "(`from_logits=False`, as a loss given by name such as "
+            "'sparse_categorical_crossentropy' does), so the loss would treat "
+            "logits as probabilities. Pass a loss object with "
+            "`from_logits=True`, e.g. "
+            "`keras.losses.SparseCategoricalCrossentropy(from_logits=True)`. "
+            f"Received: {argument}={getattr(loss, 'name', loss)!r} with "
+            "from_logits=False"
+        )
 
 
 def copy_metric(identifier, loss, name=None):

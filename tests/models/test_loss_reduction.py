@@ -30,3 +30,14 @@ class LossReductionTest(TestCase):
             multi.compile(optimizer="sgd", loss={"a": SUM})
         # The default reduction is accepted.
         dann.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+
+    def test_loss_on_probabilities_for_a_logits_head_is_refused(self):
+        # 'sparse_categorical_crossentropy' by name expects probabilities: on a
+        # linear head DANN reported a task loss of 9.45 for 1.12 and the
+        # Distiller a student loss of 2.84 for 0.94 (regression).
+        dann = DomainAdversarialModel(_net(4, 6), _net(6, 3), _net(6, 1))
+        with self.assertRaisesRegex(ValueError, "returns logits"):
+            dann.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+        distiller = Distiller(_net(4, 3), _net(4, 3))
+        with self.assertRaisesRegex(ValueError, "returns logits"):
+            distiller.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
