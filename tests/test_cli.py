@@ -123,6 +123,29 @@ class BadInputTest(TestCase):
         self.assertIn("'text'", line)
         self.assertIn("review", line)  # names the columns the file has
 
+    def test_csv_error_leaves_no_empty_run_folder(self):
+        # A run rejected while loading its data left an empty run folder.
+        path = reviews_csv(os.path.join(self.tmp, "reviews.csv"), n=20)
+        self.assertEqual(self.main("--data", path, "--run-name", "r"), 2)
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "logs", "r")))
+
+    def test_options_that_nothing_reads_are_refused(self):
+        # Accepted, recorded in results.json as used, and ignored (regression).
+        cases = (
+            (("--data", "digits", "--encoding", "cp1252"), "--encoding 'cp1252'"),
+            (("--data", "digits", "--text-column", "foo"), "--text-column 'foo'"),
+            (("--image-size", "64"), "--image-size 64"),
+            (("--data", "digits", "--sequence-length", "32"), "--sequence-length 32"),
+            (("--warmup-epochs", "5"), "--warmup-epochs 5"),
+            (("--strategy", "fine_tuning", "--l2", "0.01"), "--l2 0.01"),
+        )
+        for args, named in cases:
+            self.assertEqual(self.main(*args), 2, args)
+            line = self.stderr_line()
+            self.assertIn(named, line)
+            self.assertIn("Allowed:", line)
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "logs")))
+
     def test_folder_with_one_class(self):
         folder = fashion_folder(os.path.join(self.tmp, "images"), classes=(3,), per_class=4)
         self.assertEqual(self.main("--base", "efficientnet_lite0", "--data", folder), 2)
@@ -414,7 +437,7 @@ class SharedBehaviourTest(TestCase):
             "keras-transfer: interrupted; nothing new was written, earlier "
             "results are as they were"
         ])
-        self.assertEqual(os.listdir(os.path.join(logdir, "r")), [])
+        self.assertFalse(os.path.exists(os.path.join(logdir, "r")))  # no empty folder
 
     def test_interrupt_during_the_renames_finishes_them_first(self):
         folder = self.get_temp_dir()

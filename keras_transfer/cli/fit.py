@@ -206,6 +206,47 @@ def _check_options(args):
             f"{', '.join(available_strategies())}"
         )
     _inputs.check_base_and_data(args)
+    _check_applicable(args)
+
+
+# Options that only some data or strategies read: given with a value other
+# than the default where nothing reads them, they are refused, not dropped.
+_CSV_OPTIONS = ("text_column", "label_column", "encoding", "on_bad_lines")
+_IMAGE_DATA = ("fashion_mnist", "mnist5k", "digits")
+
+
+def _check_applicable(args):
+    defaults = _defaults()
+    given = {
+        name for name, default in defaults.items()
+        if getattr(args, name, default) != default
+    }
+    is_csv = os.path.isfile(args.data) and args.data.lower().endswith((".csv", ".tsv"))
+    is_text = is_csv or args.data == "rotten_tomatoes"
+    is_image = args.data in _IMAGE_DATA or os.path.isdir(args.data)
+    rules = (
+        (_CSV_OPTIONS, not is_csv, "CSV data (--data a .csv/.tsv file)"),
+        (("image_size",), is_text, "image data"),
+        (("sequence_length",), is_image, "text data"),
+        (("warmup_epochs",), args.strategy != "fine_tuning", "--strategy fine_tuning"),
+        (("l2", "validation_fraction"), args.strategy != "feature_extraction",
+         "--strategy feature_extraction"),
+    )
+    for names, unused, where in rules:
+        for name in names:
+            if name in given and unused:
+                option = "--" + name.replace("_", "-")
+                raise UsageError(
+                    f"{option} {getattr(args, name)!r} has no effect with --data "
+                    f"{args.data!r} and --strategy {args.strategy!r}. Allowed: "
+                    f"{option} only with {where}"
+                )
+
+
+def _defaults():
+    """Every fit option's default, as parsed from no arguments."""
+    fit = add_parser(argparse.ArgumentParser().add_subparsers())
+    return vars(fit.parse_args([]))
 
 
 def _count(variables):
@@ -225,7 +266,16 @@ def run(args, start_time=None):
     _run_folder.check_run_name(args.run_name)
     _check_options(args)
     run_dir, output = _run_folder.prepare_paths(args)
+    try:
+        return _run_in(args, run_dir, output, start_time)
+    except BaseException:
+        # A run stopped before it wrote anything leaves no empty folder.
+        if os.path.isdir(run_dir) and not os.listdir(run_dir):
+            os.rmdir(run_dir)
+        raise
 
+
+def _run_in(args, run_dir, output, start_time):
     import keras
     import numpy as np
 
