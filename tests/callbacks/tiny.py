@@ -92,22 +92,3 @@ class EpochSnapshots(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self.weights.append(snapshot(self.model))
 
-
-def read_events(log_dir):
-    """`{tag: [(step, value), ...]}` of the scalars and texts in `log_dir/train`."""
-    import os
-
-    import tensorflow as tf
-
-    values = {}
-    folder = os.path.join(log_dir, "train")
-    for name in sorted(os.listdir(folder)):
-        for event in tf.compat.v1.train.summary_iterator(os.path.join(folder, name)):
-            for value in event.summary.value:
-                tensor = tf.make_ndarray(value.tensor)
-                if tensor.dtype == object:
-                    tensor = tensor.item().decode()
-                else:
-                    tensor = float(tensor)
-                values.setdefault(value.tag, []).append((event.step, tensor))
-    return values

@@ -16,12 +16,3 @@ from keras_transfer.strategies.peft.summary import trainable_summary
 from keras_transfer.strategies.peft.weights_io import load_peft_weights
 from keras_transfer.strategies.peft.weights_io import save_peft_weights
 
-
-def _walk(model):
-    """`(path, parent, attr, index, layer)` per sublayer: the walk of the
-    former `strategies/peft.py`, still read by `benchmarks/lora.py`. New
-    code uses `keras_transfer._walk.walk`."""
-    from keras_transfer.strategies.peft import surgery
-
-    for site in surgery.sites(model):
-        yield site.path, site.parent, site.attr, site.index, site.layer
