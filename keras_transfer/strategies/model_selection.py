@@ -2,23 +2,9 @@
 
 import numpy as np
 
+from keras_transfer.strategies.transferability import _as_matrix
+
 _METHODS = ("snd", "dev", "reverse_validation")
-
-
-def _matrix(x, name, min_samples=2):
-    x = np.asarray(x, dtype="float64")
-    if x.ndim < 2 or len(x) < min_samples:
-        raise ValueError(
-            f"`{name}` must have shape (n_samples, ...) with at least "
-            f"{min_samples} samples. Received: {name}.shape={x.shape}"
-        )
-    x = x.reshape(len(x), -1)
-    if not np.isfinite(x).all():
-        raise ValueError(
-            f"`{name}` contains NaN or inf values. Received: {name} with "
-            f"{int((~np.isfinite(x)).sum())} such values"
-        )
-    return x
 
 
 def _softmax(logits):
@@ -62,7 +48,7 @@ def soft_neighborhood_density(predictions, temperature=0.05, from_logits=True):
             "`temperature` must be a positive number. "
             f"Received: temperature={temperature!r}"
         )
-    p = _matrix(predictions, "predictions", min_samples=3)
+    p = _as_matrix(predictions, "predictions", min_samples=3)
     if from_logits:
         p = _softmax(p)
     elif (p < 0).any() or not np.allclose(p.sum(1), 1.0, atol=1e-3):
@@ -176,9 +162,9 @@ def importance_weights(source_features, target_features, validation_features, l2
         [You et al., 2019](https://proceedings.mlr.press/v97/you19a.html),
         [Sugiyama et al., 2007](https://jmlr.org/papers/v8/sugiyama07a.html).
     """
-    xs = _matrix(source_features, "source_features")
-    xt = _matrix(target_features, "target_features")
-    xv = _matrix(validation_features, "validation_features", min_samples=1)
+    xs = _as_matrix(source_features, "source_features")
+    xt = _as_matrix(target_features, "target_features")
+    xv = _as_matrix(validation_features, "validation_features", min_samples=1)
     if not (xs.shape[1] == xt.shape[1] == xv.shape[1]):
         raise ValueError(
             "`source_features`, `target_features` and `validation_features` "
@@ -242,9 +228,9 @@ def reverse_validation_accuracy(
         [Zhong et al., 2010](https://link.springer.com/chapter/10.1007/978-3-642-15939-8_35),
         [Ganin et al., 2016](https://jmlr.org/papers/v17/15-239.html), sec. 5.1.2.
     """
-    xt = _matrix(target_features, "target_features")
-    pred = _matrix(target_predictions, "target_predictions")
-    xv = _matrix(validation_features, "validation_features", min_samples=1)
+    xt = _as_matrix(target_features, "target_features")
+    pred = _as_matrix(target_predictions, "target_predictions")
+    xv = _as_matrix(validation_features, "validation_features", min_samples=1)
     yv = np.asarray(validation_labels).reshape(-1)
     if len(pred) != len(xt):
         raise ValueError(

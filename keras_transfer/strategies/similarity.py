@@ -4,25 +4,15 @@ import numpy as np
 
 from keras_transfer._validation import check_int
 from keras_transfer.losses.mmd import mmd as _mmd
+from keras_transfer.strategies.transferability import _as_matrix
 from keras_transfer.strategies.transferability import transferability
 
 
 def _as_features(x, model, batch_size, name):
     if model is not None:
         x = model.predict(x, batch_size=batch_size, verbose=0)
-    x = np.asarray(x, dtype="float32")
-    if x.ndim < 2 or len(x) < 2:
-        raise ValueError(
-            f"`{name}` must hold at least 2 samples along the first axis. "
-            f"Received: {name}.shape={x.shape}"
-        )
-    x = x.reshape(len(x), -1)
-    if not np.isfinite(x).all():
-        raise ValueError(
-            f"`{name}` (or its features) contains NaN or inf values. "
-            f"Received: {name} with {int((~np.isfinite(x)).sum())} such values"
-        )
-    return x
+    # Checked as every feature matrix is; kept float32 as the model gives it.
+    return _as_matrix(x, name).astype("float32")
 
 
 def _subsample_index(n, max_samples, rng):
