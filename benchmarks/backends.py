@@ -115,8 +115,11 @@ def build(name, steps):
         base.trainable = False
         model.compile(keras.optimizers.Adam(1e-3), ce)
         groups = strategies.layer_groups(base, names=[["base_0"], ["base_1"], ["base_2"]])
+        # Stages change at epochs 1, 2 and 3 (inside the warm-up `fit`, whose
+        # epochs give the cost of a stage change); the timed epochs 4-6 run
+        # in the last stage, every group training.
         return model, dict(
-            x=x, y=y, batch_size=64,
+            x=x, y=y, batch_size=64, warmup_epochs=4,
             callbacks=[kt_callbacks.GradualUnfreezer(groups, epochs_per_stage=1)],
         )
     raise ValueError(f"Unknown workload {name!r}. Allowed: {WORKLOADS}")
@@ -153,16 +156,22 @@ def worker(workloads, steps):
     for name in workloads:
         try:
             model, kwargs = build(name, steps)
+            warmup_epochs = kwargs.pop("warmup_epochs", 1)
             kwargs.update(shuffle=False, verbose=0)
             timer = EpochTimer()
             kwargs["callbacks"] = kwargs.get("callbacks", []) + [timer]
             start = time.perf_counter()
-            model.fit(epochs=1, **kwargs)  # trace / compile
+            model.fit(epochs=warmup_epochs, **kwargs)  # trace / compile
             warmup = time.perf_counter() - start
+            changing = list(timer.times[1:])  # epochs after the first warm-up one
             timer.times.clear()
-            model.fit(initial_epoch=1, epochs=4, **kwargs)
+            model.fit(initial_epoch=warmup_epochs, epochs=warmup_epochs + 3, **kwargs)
             times = [t / steps for t in timer.times]
             results[name] = {"step_s": statistics.median(times), "warmup_s": warmup}
+            if changing:  # extra cost of an epoch that changes the stage
+                results[name]["change_s"] = statistics.median(changing) - statistics.median(
+                    timer.times
+                )
         except Exception as e:  # reported in the table, not hidden
             results[name] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"}
     results["_backend"] = keras.backend.backend()
@@ -223,7 +232,13 @@ def main():
             medians[backend] = statistics.median(f["step_s"] for f in found)
             steps = ", ".join(f"{1000 * f['step_s']:.1f}" for f in found)
             warm = statistics.median(f["warmup_s"] for f in found)
-            cells.append(f"{1000 * medians[backend]:.1f} ms ({steps}; warm-up {warm:.0f} s)")
+            extra = ""
+            if all("change_s" in f for f in found):
+                change = statistics.median(f["change_s"] for f in found)
+                extra = f"; a stage change adds {change:.2f} s"
+            cells.append(
+                f"{1000 * medians[backend]:.1f} ms ({steps}; warm-up {warm:.0f} s{extra})"
+            )
         ratio = (
             f"{medians['jax'] / medians['tensorflow']:.2f}"
             if len(medians) == 2 else "n/a"
@@ -243,8 +258,13 @@ Absolute times are inflated and noisy; the ratios come from TensorFlow and JAX
 workers run back to back in alternating order, {args.repeats} repeats, medians.
 
 Each cell: median seconds per `fit` step over repeats (each repeat's value is
-the median of 3 timed epochs of {args.steps} steps, one `fit` call, after a warm-up epoch),
-then the per-repeat values and the warm-up epoch (tracing and compiling).
+the median of 3 timed epochs of {args.steps} steps, one `fit` call, after a warm-up `fit`),
+then the per-repeat values and the warm-up (tracing and compiling). For
+`gradual_unfreezer` the warm-up `fit` runs 4 epochs with a stage change at
+each of epochs 1-3, and the timed epochs run in the last stage; "a stage
+change adds" is the median time of those changing epochs minus the median
+timed epoch (a stage change rebuilds the train function, which retraces
+and recompiles the step).
 Ratio = JAX median / TensorFlow median (target: at most 1.3).
 
 | workload | TensorFlow | JAX | JAX / TF |
@@ -273,19 +293,30 @@ FINDINGS = """
   `tf.data` iterator and `tf.function` dispatch per epoch, about 0.2-0.4 s),
   not by the step; longer epochs narrow the gap. They do show that the JAX
   path adds no per-step overhead of its own.
-- **LoRA MiniLM: JAX slower (1.85x here, noisy: TensorFlow's two repeats
-  were 719 and 354 ms).** The step is compute-bound (no retracing, < 1 ms of
+- **LoRA MiniLM: JAX slower (the table's ratio; absolute times are noisy
+  under the load).** The step is compute-bound (no retracing, < 1 ms of
   host work), and the two backends run different kernels: Keras turns XLA
   off for TensorFlow on CPU-only machines (`jit_compile="auto"` resolves to
   False there, `keras/src/trainers/trainer.py`), so TensorFlow runs its
   oneDNN kernels, while JAX always compiles with XLA:CPU. The gap is in the
   backend's CPU kernels for BERT-sized matmuls and attention, not in the
   package's JAX path; the 1.3x target is missed on this workload and not
-  fixable in this package. (On an accelerator JAX is the usual choice; see
+  fixable in this package. XLA:CPU's own switches were tried on the same
+  workload (JAX worker, 6-step epochs, 2 interleaved repeats next to a
+  TensorFlow worker, 2026-11-29 13:47-14:05 UTC, load 3-17):
+  `--xla_cpu_use_onednn=true` 437 and 1118 ms, `--xla_cpu_use_xnnpack=true`
+  608 and 796 ms, `--xla_cpu_experimental_onednn_fusion_type=dot` 723 and
+  628 ms, default 496 and 1289 ms, against TensorFlow's 380 and 420 ms:
+  none closes the gap reliably, so the package sets no XLA flag. (On an accelerator JAX is the usual choice; see
   `benchmarks/gpu.py`.)
-- **`GradualUnfreezer` refuses JAX** on this branch (it changes the
-  trainable set inside `fit`); its JAX support is being added separately, so
-  that row has no JAX figure yet.
+- **`GradualUnfreezer`: steady steps vs stage changes.** Within a stage the
+  step is an ordinary compiled step on both backends. A stage change flips
+  `layer.trainable` and rebuilds the train function (so frozen groups cost no
+  backward pass), which retraces and recompiles it once per change: that
+  cost is reported separately ("a stage change adds"), since it is paid
+  once per stage, not per step. (An earlier version of this benchmark timed
+  epochs that each changed the stage, so the recompilation was divided over
+  6 steps and read as a 0.4-0.7 s "step".)
 - Warm-up on JAX: `BertBackbone.from_preset` initialises every variable
   eagerly before loading the weights, one small XLA compilation per
   initializer and shape (44 compilations logged before the first step).
