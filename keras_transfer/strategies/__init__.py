@@ -29,3 +29,4 @@ from keras_transfer.strategies.model_selection import importance_weights
 from keras_transfer.strategies.model_selection import reverse_validation_accuracy
 from keras_transfer.strategies.model_selection import select_model
 from keras_transfer.strategies.model_selection import soft_neighborhood_density
+from keras_transfer.strategies.truncation import truncate_model

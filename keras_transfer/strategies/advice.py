@@ -109,6 +109,34 @@ def recommend_strategy(
       mostly converged faster), so pretrained initialisation
       (`fine_tuning`) stays a reasonable alternative.
 
+    Which depth to transfer. The strategy says how much to train, not where
+    to cut the base; measure that with `transferability(..., method="logme")`
+    on the features of `truncate_model(base, num_blocks=k)` for each `k`
+    (no training needed) and cut at the highest score. Tutorial 07
+    (`tutorials/07_how_transferable_are_features.ipynb`) checks this on
+    EfficientNet-Lite0 (ImageNet), 500 labelled target images at 64 px, a
+    fresh top (2x2 average pooling and a linear softmax layer) on the first
+    `k` blocks, 3 seeds:
+
+    - near target, small (Fashion-MNIST; the table says
+      `feature_extraction`, and the short fine-tuning below did not beat
+      it): cut in the middle, not at the end of the base. Frozen features
+      after block 5 (448-d) give 0.844 test accuracy, the whole base's
+      `top` 0.776; LogME picks block 5.
+    - far target, small (USPS digits; the table says `gradual_unfreezing`):
+      the top of the base is the worst part to transfer frozen (0.735 at
+      `top`, 0.859 after block 7, against 0.946 after block 4), a drop
+      three times the near target's, as Yosinski et al. found for
+      dissimilar tasks. Before unfreezing anything, try CS231n's
+      "classifier on earlier-layer features": a head on the block the
+      LogME curve picks (block 5 here, 0.943).
+    - fine-tuning the first `k` blocks for 2 epochs (20 Adam steps at 1e-4,
+      BatchNorm frozen) after that head changed test accuracy by at most
+      0.4 points at any depth on either target: too short to show its
+      benefit on this budget, so the tutorial does not confirm (or refute)
+      the fine-tuning rows of the table; tutorial 01 (1,000 images, 4
+      epochs) measured +1.7 points for fine-tuning the whole base.
+
     Thresholds (rules of thumb, not laws; override them for your setting):
 
     - Size: "large" when `n_target >= size_threshold`. The default is 1000

@@ -144,6 +144,18 @@ def domain_similarity(
       labels given the target features, i.e. how well the features suit
       the target task (see `transferability`).
 
+    Which depth to transfer: with `model=truncate_model(base, num_blocks=k)`
+    and `target_labels`, `target_logme` scores the first `k` blocks of the
+    base for the target task; compute it for each `k` and cut at the
+    highest (the source samples only feed the PAD/MMD entries). In
+    tutorial 07 (EfficientNet-Lite0, 500 labelled images at 64 px, 8 cut
+    depths, 3 seeds) the LogME curve ranked the depths as the test accuracy
+    of a head on the frozen features did, Spearman rho 0.88 on
+    Fashion-MNIST and 0.76 on USPS, and its pick (block 5 on both) was the
+    best depth or 0.3 points from it; it misranks the widest features (the
+    5120-d `top` above block 7). The PAD between Fashion-MNIST and USPS on
+    the whole base's features was 1.99: saturated, as said above.
+
     Args:
         source: array of source inputs (or features), first axis = samples.
         target: array of target inputs (or features), same trailing shape
