@@ -354,7 +354,7 @@ class CSVOptionsTest(TestCase):
         err = self.capsys.readouterr().err
         self.assertIn("cannot decode line 2", err)
         self.assertIn("0xe9 at byte 2 of the line", err)
-        self.assertIn("encoding='cp1252'", err)
+        self.assertIn("--encoding cp1252", err)
 
     def test_encoding_and_bad_lines_are_used(self):
         # With the right encoding the empty row on line 8 stops the run ...
