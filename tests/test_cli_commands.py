@@ -19,13 +19,26 @@ from keras_transfer import datasets
 from keras_transfer.cli import _args
 from keras_transfer.cli import _inputs
 from keras_transfer.strategies import recommend_strategy
-from tests.test_cli import HELP_WITHOUT_PARENT
 from tests.testing import REPO_ROOT
 from tests.testing import USPS_PATH
 from tests.testing import TestCase
 from tests.testing import require_data
 
 NEW_COMMANDS = ("similarity", "adapt", "distill")
+
+# The CLI package alone: `keras_transfer/__init__.py` (which imports every
+# subpackage, hence Keras) is not run, so this measures the CLI's own imports.
+HELP_WITHOUT_PARENT = """
+import importlib.util, sys, types
+spec = importlib.util.find_spec("keras_transfer")
+package = types.ModuleType("keras_transfer")
+package.__path__ = list(spec.submodule_search_locations)
+sys.modules["keras_transfer"] = package
+from keras_transfer.cli import main
+code = main(sys.argv[1:])
+print("EXIT", code)
+print("HEAVY", sorted(m for m in ("keras", "tensorflow", "jax", "numpy") if m in sys.modules))
+"""
 
 
 def usps_folder(root, n=300, flat=False):
@@ -113,6 +126,32 @@ class SharedBehaviourTest(CommandTestCase):
                 self.assertNotIn("\n", line)
                 self.assertIn(option, line)
                 self.assertIn("Allowed", line)
+
+    def test_options_nothing_reads_are_refused(self):
+        line = self.error("similarity", "--source", "rotten_tomatoes", "--target",
+                          "rotten_tomatoes", "--image-size", "64")
+        self.assertIn("--image-size 64 has no effect", line)
+        line = self.error("adapt", "--source", "digits", "--target", "mnist5k",
+                          "--sequence-length", "32")
+        self.assertIn("--sequence-length 32 has no effect", line)
+        line = self.error("adapt", "--source", "digits", "--target", "mnist5k",
+                          "--encoding", "cp1252")
+        self.assertIn("--encoding 'cp1252' has no effect", line)
+
+    def test_interrupt_exits_130_and_writes_nothing(self):
+        from unittest import mock
+
+        for command, args in (
+            ("similarity", ("--source", "digits", "--target", "digits")),
+            ("adapt", ("--source", "digits", "--target", "digits")),
+        ):
+            with mock.patch("keras_transfer.cli._domains.load_domain",
+                            side_effect=KeyboardInterrupt):
+                self.assertEqual(self.main(command, *args), 130)
+            err = self.capsys.readouterr().err.strip().splitlines()
+            self.assertLen(err, 1)
+            self.assertIn("interrupted", err[0])
+            self.assertEqual(os.listdir(self.logdir), [])
 
     def test_library_argument_names_become_options(self):
         message = (
@@ -290,13 +329,19 @@ class AdaptTest(CommandTestCase):
         self.assertTrue(os.path.isdir(os.path.join(self.logdir, "dann", "adapted")))
 
     def test_unlabelled_target_with_each_method(self):
-        require_data("usps", "efficientnet_lite0")
+        require_data("usps")
         usps = usps_folder(os.path.join(self.tmp, "flat"), n=64, flat=True)
+        # A Keras model as --base: a small Functional CNN saved as .keras.
+        base = os.path.join(self.tmp, "cnn.keras")
+        inputs = keras.Input((32, 32, 3))
+        x = keras.layers.Rescaling(1 / 255)(inputs)
+        x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
+        keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x)).save(base)
         for method in ("mmd", "coral", "cdan", "mcd"):
             self.assertEqual(self.main(
-                "adapt", "--base", "efficientnet_lite0", "--source", "digits",
+                "adapt", "--base", base, "--source", "digits",
                 "--target", usps, "--method", method, "--n-source", "64",
-                "--image-size", "32", "--epochs", "1", "--bottleneck", "16",
+                "--epochs", "1", "--bottleneck", "16",
                 "--batch-size", "32", "--run-name", method,
             ), 0, method)
             results = read_results(self.logdir, method)
@@ -348,3 +393,16 @@ class DistillTest(CommandTestCase):
         self.assertLen(err, 1)
         self.assertEqual(sorted(os.listdir(self.logdir)), before)
         return err[0]
+
+
+def test_readme_examples_of_the_new_commands_parse():
+    from tests.test_readme import readme_blocks
+
+    parser = cli.build_parser()
+    seen = set()
+    for line in readme_blocks("bash")[1].splitlines():
+        words = line.split("#")[0].split()
+        if len(words) > 1 and words[0] == "keras-transfer" and words[1] in NEW_COMMANDS:
+            parsed = parser.parse_args(words[1:])
+            seen.add(parsed.command)
+    assert seen == set(NEW_COMMANDS)

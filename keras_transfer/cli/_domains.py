@@ -167,6 +167,21 @@ def check_csv_options(args, values):
             )
 
 
+def check_modality_options(args, values):
+    """`--image-size` with text data only, or `--sequence-length` with image
+    data only, is refused: nothing would read it."""
+    kinds = {"text" if (_is_csv(v) or v == "rotten_tomatoes") else "image" for v in values}
+    rules = (("image_size", None, "image"), ("sequence_length", 64, "text"))
+    for name, default, kind in rules:
+        value = getattr(args, name, default)
+        if value != default and kind not in kinds:
+            option = "--" + name.replace("_", "-")
+            raise UsageError(
+                f"{option} {value!r} has no effect: the data is "
+                f"{' and '.join(sorted(kinds))}. Allowed: {option} only with {kind} data"
+            )
+
+
 # -- loading --------------------------------------------------------------
 
 def _renamed(error, value, option):
