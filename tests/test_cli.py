@@ -120,7 +120,7 @@ class BadInputTest(TestCase):
         self.assertEqual(self.main("--data", path), 2)  # columns: review, verdict
         line = self.stderr_line()
         self.assertIn(f"--data {path!r}", line)
-        self.assertIn("'text'", line)
+        self.assertIn("Received: --text-column text", line)  # the option, as typed
         self.assertIn("review", line)  # names the columns the file has
 
     def test_csv_error_leaves_no_empty_run_folder(self):
