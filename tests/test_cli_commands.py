@@ -6,7 +6,6 @@ from `USPS_PATH`, through EfficientNet-Lite0 at 32 px, one or two epochs.
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 

@@ -461,7 +461,3 @@ def print_table(title, rows, note=None):
     if note:
         print()
         print(note)
-
-
-def seconds_since(start):
-    return time.time() - start
