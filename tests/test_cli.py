@@ -120,7 +120,7 @@ class BadInputTest(TestCase):
         self.assertEqual(self.main("--data", path), 2)  # columns: review, verdict
         line = self.stderr_line()
         self.assertIn(f"--data {path!r}", line)
-        self.assertIn("'text'", line)
+        self.assertIn("Received: --text-column text", line)  # the option, as typed
         self.assertIn("review", line)  # names the columns the file has
 
     def test_csv_error_leaves_no_empty_run_folder(self):
@@ -354,7 +354,7 @@ class CSVOptionsTest(TestCase):
         err = self.capsys.readouterr().err
         self.assertIn("cannot decode line 2", err)
         self.assertIn("0xe9 at byte 2 of the line", err)
-        self.assertIn("encoding='cp1252'", err)
+        self.assertIn("--encoding cp1252", err)
 
     def test_encoding_and_bad_lines_are_used(self):
         # With the right encoding the empty row on line 8 stops the run ...

@@ -22,9 +22,15 @@ import time
 
 from keras_transfer.cli import _args
 from keras_transfer.cli import fit as _fit
+from keras_transfer.cli import similarity as _similarity
+from keras_transfer.cli import adapt as _adapt
+from keras_transfer.cli import distill as _distill
 from keras_transfer.cli._args import UsageError
 
 COMMANDS = {_fit.NAME: _fit}
+COMMANDS[_similarity.NAME] = _similarity
+COMMANDS[_adapt.NAME] = _adapt
+COMMANDS[_distill.NAME] = _distill
 
 
 def _process_start_time():

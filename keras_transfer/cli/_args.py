@@ -101,3 +101,45 @@ def add_common_arguments(parser):
         default=1,
         help="Keras verbosity: 0 silent, 1 progress bars, 2 one line per epoch",
     )
+
+
+# Library arguments (as the loaders name them in their errors) and the
+# command-line options that set them.
+CLI_OPTIONS = {
+    "encoding": "--encoding",
+    "text_column": "--text-column",
+    "label_column": "--label-column",
+    "on_bad_lines": "--on-bad-lines",
+    "test_fraction": "--test-fraction",
+    "image_size": "--image-size",
+    "sequence_length": "--sequence-length",
+    "n_train": "--n-train",
+    "n_test": "--n-test",
+    "seed": "--seed",
+}
+
+
+def cli_spelling(message, options=None):
+    """A library error as the command line says it: `encoding='cp1252'` ->
+    `--encoding cp1252`, and `` `encoding` `` -> `--encoding`.
+
+    Errors of the loaders name their Python arguments; a user of the command
+    line typed options, and must read the option to change.
+    """
+    import re
+
+    text = str(message)
+    for name, option in (options or CLI_OPTIONS).items():
+        def value(match, option=option):
+            raw = match.group(1)
+            if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\"" and (
+                re.fullmatch(r"[\w.\-+/]+", raw[1:-1])
+            ):
+                raw = raw[1:-1]  # a plain word needs no quotes on a command line
+            return f"{option} {raw}"
+
+        text = re.sub(
+            rf"(?<![\w\-]){name}=('[^']*'|\"[^\"]*\"|[^\s,;)]+)", value, text
+        )
+        text = text.replace(f"`{name}`", option)
+    return text

@@ -6,6 +6,7 @@ inside the functions, when a command runs.
 
 import os
 
+from keras_transfer.cli import _args
 from keras_transfer.cli._args import UsageError
 
 BUILTIN_DATA = ("rotten_tomatoes", "fashion_mnist", "mnist5k", "digits")
@@ -109,7 +110,7 @@ def load_data(args):
     except UsageError:
         raise
     except (ValueError, FileNotFoundError, ImportError, OSError) as e:
-        raise UsageError(f"--data {name!r}: {e}")
+        raise UsageError(f"--data {name!r}: {_args.cli_spelling(e)}")
     train = _take("--n-train", *train, n_train, "training")
     test = _take("--n-test", *test, n_test, "held-out")
     if len(test[1]) == 0:
@@ -148,7 +149,7 @@ def load_base(args, data_modality):
     try:
         base = load(args.base, **kwargs)
     except (ValueError, ImportError, OSError) as e:
-        raise UsageError(f"--base {args.base!r}: {e}")
+        raise UsageError(f"--base {args.base!r}: {_args.cli_spelling(e)}")
     if base.modality != data_modality:
         raise UsageError(
             f"--base {args.base!r} takes {base.modality} input but --data "
