@@ -21,10 +21,14 @@ import sys
 import time
 
 from keras_transfer.cli import _args
+from keras_transfer.cli import evaluate as _evaluate
 from keras_transfer.cli import fit as _fit
+from keras_transfer.cli import predict as _predict
 from keras_transfer.cli._args import UsageError
 
 COMMANDS = {_fit.NAME: _fit}
+COMMANDS[_predict.NAME] = _predict
+COMMANDS[_evaluate.NAME] = _evaluate
 
 
 def _process_start_time():
