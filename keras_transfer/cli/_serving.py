@@ -15,6 +15,12 @@ AUDIO_EXTENSIONS = (".wav",)
 TEXT_FILE_EXTENSIONS = (".txt", ".csv", ".tsv")
 SERVING_FOLDER = "serving"
 SERVING_INFO = "keras_transfer.json"
+ALLOWED_INPUTS = {
+    "text": "strings, .txt files (one example a line) or .csv/.tsv files "
+            "(with --text-column)",
+    "image": "image files (" + ", ".join(IMAGE_EXTENSIONS) + ") or folders of them",
+    "audio": ".wav files (any sample rate, mono or stereo) or folders of them",
+}
 
 
 def wrap(base, classifier, class_names, modality, args, clip_length=None):
@@ -121,12 +127,7 @@ def read_inputs(model, inputs, text_column="text", encoding="utf-8"):
     modality = model.modality
     names, raw = [], []
     kinds = {"image": IMAGE_EXTENSIONS, "audio": AUDIO_EXTENSIONS}
-    allowed = {
-        "text": "strings, .txt files (one example a line) or .csv/.tsv files "
-                "(with --text-column)",
-        "image": "image files (" + ", ".join(IMAGE_EXTENSIONS) + ") or folders of them",
-        "audio": ".wav files or folders of them",
-    }[modality]
+    allowed = ALLOWED_INPUTS[modality]
     for value in inputs:
         lower = value.lower()
         other = [m for m, ext in kinds.items() if m != modality and lower.endswith(ext)]

@@ -97,6 +97,18 @@ def _load(args, model):
             f"--split all with --data {data!r}: a built-in dataset is evaluated on "
             "its held-out split. Allowed: --split test, or a folder or CSV file"
         )
+    _inputs.check_base_and_data(type("Args", (), {"base": "minilm", "data": data})())
+    if os.path.isfile(data) or data == "rotten_tomatoes":
+        modality = "text"
+    elif _inputs.is_audio_folder(data):
+        modality = "audio"
+    else:
+        modality = "image"
+    if modality != model.modality:
+        raise UsageError(
+            f"--data {data!r} is {modality} data but MODEL {args.model!r} takes "
+            f"{model.modality}. Allowed: {model.modality} data"
+        )
     # `load_data` reads the options `fit` has; those evaluate does not offer
     # take fit's defaults.
     loader_args = type("Args", (), {})()
@@ -108,11 +120,6 @@ def _load(args, model):
         image_size=model.image_size[0] if model.image_size else None,
     )
     modality, train, test, class_names = _inputs.load_data(loader_args)
-    if modality != model.modality:
-        raise UsageError(
-            f"--data {data!r} is {modality} data but MODEL {args.model!r} takes "
-            f"{model.modality}. Allowed: {model.modality} data"
-        )
     if args.split == "all":
         import numpy as np
 

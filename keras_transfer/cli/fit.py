@@ -31,6 +31,7 @@ examples:
   keras-transfer fit --base efficientnet_lite0 --data path/to/images/  # one sub-folder per class
   keras-transfer fit --data reviews.csv --text-column review --label-column verdict
   keras-transfer fit --base efficientnet_lite0 --data fashion_mnist --strategy fine_tuning --epochs 2
+  keras-transfer fit --base speech_embedding --data path/to/recordings/  # one sub-folder of .wav per class
 """
 
 
@@ -53,7 +54,8 @@ def add_parser(commands):
         default="minilm",
         help=(
             "the pretrained base: 'minilm' (MiniLM-L6 sentence encoder, text), "
-            "'efficientnet_lite0' (ImageNet, images), a path to a .keras "
+            "'efficientnet_lite0' (ImageNet, images), 'speech_embedding' "
+            "(16 kHz speech, wav folders), a path to a .keras "
             "model file, or a keras-hub preset folder"
         ),
     )
@@ -63,7 +65,7 @@ def add_parser(commands):
         help=(
             "the target data: a built-in name ("
             + ", ".join(_inputs.BUILTIN_DATA)
-            + "), a folder of images with one sub-folder per class, or a CSV "
+            + "), a folder of images or .wav files with one sub-folder per class, or a CSV "
             "file with text and label columns"
         ),
     )

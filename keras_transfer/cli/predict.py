@@ -88,7 +88,9 @@ def run(args, start_time=None):
     try:
         labels, probabilities = model.predict_labels(raw, batch_size=args.batch_size)
     except ValueError as e:
-        raise UsageError(f"INPUT: {e}")
+        raise UsageError(
+            f"INPUT: {e} Allowed: {_serving.ALLOWED_INPUTS[model.modality]} that can be decoded"
+        )
     rows = [
         {
             "input": name,
