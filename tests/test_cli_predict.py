@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import zipfile
 
 import keras
 import numpy as np
@@ -305,6 +304,10 @@ def test_text_model_predicts_from_strings(tmp_path, capsys):
         rows = json.load(f)
     got = np.array([[r["probabilities"][c] for c in model.class_names] for r in rows])
     np.testing.assert_allclose(got, probabilities, atol=1e-6)
+    out = str(tmp_path / "p.csv")
+    assert main("predict", results["model"], path, "--text-column", "review", "--output", out) == 0
+    with open(out, newline="") as f:
+        assert [r["input"] for r in csv.DictReader(f)] == [f"{path}:{i}" for i in range(1, 25)]
     # A CSV without the named column; an image to a text model.
     assert main("predict", results["model"], path) == 2
     line = the_error(capsys)
@@ -376,6 +379,13 @@ def test_audio_folder_fit_predict_and_serving(tmp_path, capsys):
     assert "bad.wav" in the_error(capsys)
     assert main("predict", results["model"], "hello") == 2
     assert "takes audio" in the_error(capsys)
+    # evaluate reads the folder as fit did and finds fit's held-out accuracy.
+    assert main("evaluate", results["model"], "--data", folder, "--test-fraction", "0.34",
+                "--logdir", str(tmp_path / "eval"), "--run-name", "e") == 0
+    with open(tmp_path / "eval" / "e" / "evaluation.json") as f:
+        evaluation = json.load(f)
+    assert evaluation["n_examples"] == 2
+    assert evaluation["accuracy"] == pytest.approx(results["test_accuracy"], abs=1e-6)
     check_serving_export(tmp_path, results, padded)
 
 
@@ -402,3 +412,16 @@ def test_readme_examples_parse():
                 assert parser.parse_args(shlex.split(line.split("#")[0])[1:]).command == command
                 seen.add(command)
     assert seen == {"predict", "evaluate"}
+
+
+def test_help_is_fast_and_has_examples():
+    from tests.test_cli import HELP_WITHOUT_PARENT
+
+    for command in ("predict", "evaluate"):
+        result = subprocess.run(
+            [sys.executable, "-c", HELP_WITHOUT_PARENT, command, "--help"],
+            capture_output=True, text=True, cwd=REPO_ROOT, timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "EXIT 0" in result.stdout and "HEAVY []" in result.stdout
+        assert f"examples:\n  keras-transfer {command} " in result.stdout

@@ -173,13 +173,24 @@ def run(args, start_time=None):
         args.run_name = _run_folder.default_run_name("evaluate", args.data)
     run_dir = os.path.join(args.logdir, args.run_name)
     results_path = os.path.join(run_dir, "evaluation.json")
-    plot_path = os.path.join(run_dir, "confusion_matrix.png")
     if os.path.exists(results_path) and not args.overwrite:
         raise UsageError(
             f"--run-name {args.run_name!r} already has results in {run_dir!r}. "
             "Allowed: a new --run-name, or add --overwrite"
         )
     _run_folder.check_writable_folder("--logdir", run_dir)
+    try:
+        results = _evaluate_into(args, model, x, y, run_dir, start_time)
+    except BaseException:
+        # A run stopped before it wrote anything leaves no empty folder.
+        if os.path.isdir(run_dir) and not os.listdir(run_dir):
+            os.rmdir(run_dir)
+        raise
+    _print_results(results, run_dir)
+    return results
+
+
+def _evaluate_into(args, model, x, y, run_dir, start_time):
     try:
         probabilities = model.predict(x, batch_size=args.batch_size, verbose=0)
     except ValueError as e:
@@ -195,11 +206,10 @@ def run(args, start_time=None):
         "settings": {k: v for k, v in sorted(vars(args).items()) if k != "command"},
     }
     with _run_folder.PendingFiles() as pending:
-        _plot_confusion(pending.path_for(plot_path), results)
+        _plot_confusion(pending.path_for(os.path.join(run_dir, "confusion_matrix.png")), results)
         results["wall_time_s"] = round(time.time() - start_time, 1)
-        _run_folder.write_json(pending.path_for(results_path), results)
+        _run_folder.write_json(pending.path_for(os.path.join(run_dir, "evaluation.json")), results)
         pending.commit()
-    _print_results(results, run_dir)
     return results
 
 
