@@ -1,6 +1,7 @@
 """The `keras-transfer` command line: `keras-transfer COMMAND [options]`.
 
-One module per command (`fit`), each with `add_parser(commands)` and
+One module per command (`fit`, `predict`, `evaluate`, `similarity`, `adapt`,
+`distill`), each with `add_parser(commands)` and
 `run(args)`, over shared helpers: `_args` (parsing, bounds, one-line
 errors), `_run_folder` (the run folder, atomic writes), `_inputs` (data and
 base loading). Building the parser imports neither Keras nor TensorFlow;
@@ -21,16 +22,18 @@ import sys
 import time
 
 from keras_transfer.cli import _args
+from keras_transfer.cli import evaluate as _evaluate
 from keras_transfer.cli import fit as _fit
+from keras_transfer.cli import predict as _predict
 from keras_transfer.cli import similarity as _similarity
 from keras_transfer.cli import adapt as _adapt
 from keras_transfer.cli import distill as _distill
 from keras_transfer.cli._args import UsageError
 
-COMMANDS = {_fit.NAME: _fit}
-COMMANDS[_similarity.NAME] = _similarity
-COMMANDS[_adapt.NAME] = _adapt
-COMMANDS[_distill.NAME] = _distill
+COMMANDS = {
+    module.NAME: module
+    for module in (_fit, _predict, _evaluate, _similarity, _adapt, _distill)
+}
 
 
 def _process_start_time():

@@ -10,7 +10,7 @@ from keras_transfer.cli import _args
 from keras_transfer.cli._args import UsageError
 
 BUILTIN_DATA = ("rotten_tomatoes", "fashion_mnist", "mnist5k", "digits")
-BUILTIN_BASES = ("minilm", "efficientnet_lite0")
+BUILTIN_BASES = ("minilm", "efficientnet_lite0", "speech_embedding")
 # Built-in datasets subsampled by default, so the default run stays small.
 DEFAULT_SIZES = {"rotten_tomatoes": (1000, 1000), "fashion_mnist": (1000, 1000)}
 DEFAULT_IMAGE_SIZE = 96
@@ -18,6 +18,21 @@ DEFAULT_IMAGE_SIZE = 96
 # px (five stride-2 stages); above 512 px a thousand images already take
 # over 3 GB as float32 arrays.
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 512
+# What `backbones.speech_embedding` takes; wav folders are resampled to it.
+AUDIO_SAMPLE_RATE = 16000
+
+
+def is_audio_folder(path):
+    """Whether `path` is a folder whose class sub-folders hold `.wav` files."""
+    if not os.path.isdir(path):
+        return False
+    for name in os.listdir(path):
+        folder = os.path.join(path, name)
+        if not name.startswith(".") and os.path.isdir(folder) and any(
+            f.lower().endswith(".wav") for f in os.listdir(folder)
+        ):
+            return True
+    return False
 
 
 def check_base_and_data(args):
@@ -39,7 +54,7 @@ def check_base_and_data(args):
             raise UsageError(
                 f"--data {args.data!r} is neither a built-in dataset nor an "
                 f"existing path. Allowed: {', '.join(BUILTIN_DATA)}, a folder of "
-                "images with one sub-folder per class, or a .csv file"
+                "images or .wav files with one sub-folder per class, or a .csv file"
             )
         if os.path.isfile(args.data) and not args.data.lower().endswith((".csv", ".tsv")):
             raise UsageError(
@@ -91,7 +106,19 @@ def load_data(args):
             train = _take("--n-train", *train, n_train, "training")
             test = _take("--n-test", *test, n_test, "held-out")
             return "image", train, test, tuple(str(i) for i in range(10))
-        if os.path.isdir(name):
+        if is_audio_folder(name):
+            train, test, classes = datasets.load_audio_folder(
+                name, sample_rate=AUDIO_SAMPLE_RATE,
+                test_fraction=args.test_fraction, seed=args.seed,
+            )
+            # One length for all clips (silence at the end), so the model
+            # sees train and held-out clips alike; `fit` saves it.
+            length = max(len(c) for c in train[0] + test[0])
+            train = (datasets.pad_clips(train[0], length), train[1])
+            test = (datasets.pad_clips(test[0], length) if test[0] else
+                    train[0][:0], test[1])
+            modality = "audio"
+        elif os.path.isdir(name):
             size = args.image_size or 224
             train, test, classes = datasets.load_image_folder(
                 name, image_size=(size, size), test_fraction=args.test_fraction,
@@ -155,7 +182,8 @@ def load_base(args, data_modality):
             f"--base {args.base!r} takes {base.modality} input but --data "
             f"{args.data!r} is {data_modality} data. Allowed: a text base "
             "(minilm, a text preset) with text data, an image base "
-            "(efficientnet_lite0, an image model) with image data"
+            "(efficientnet_lite0, an image model) with image data, "
+            "speech_embedding with a folder of .wav files"
         )
     return base
 
@@ -178,6 +206,8 @@ def prepare_inputs(args, base, x):
     """Raw examples -> what `base.model` takes (token arrays or RGB images)."""
     import numpy as np
 
+    if base.modality == "audio":
+        return np.asarray(x, dtype="float32")
     if base.modality == "text":
         inputs = base.preprocessor(np.asarray(x, dtype=object).astype(str))
         return {k: np.asarray(v) for k, v in inputs.items()}

@@ -10,6 +10,7 @@ import contextlib
 import datetime
 import json
 import os
+import shutil
 import signal
 import tempfile
 import threading
@@ -138,13 +139,24 @@ class PendingFiles:
         return temporary
 
     def commit(self):
+        replaced = []  # earlier folders moved aside, removed once all are in place
         with holding_interrupts():
             for temporary, final in self._pending:
+                if os.path.isdir(temporary) and os.path.isdir(final):
+                    # A folder (e.g. a SavedModel) cannot replace a non-empty one.
+                    aside = partial_path(final)
+                    os.replace(final, aside)
+                    replaced.append(aside)
                 os.replace(temporary, final)
             self._pending = []
+        for aside in replaced:
+            shutil.rmtree(aside, ignore_errors=True)
 
     def __exit__(self, *exc_info):
         for temporary, _ in self._pending:
+            if os.path.isdir(temporary):
+                shutil.rmtree(temporary, ignore_errors=True)
+                continue
             with contextlib.suppress(FileNotFoundError):
                 os.remove(temporary)
         self._pending = []

@@ -17,6 +17,7 @@ from keras_transfer.cli import _args
 from keras_transfer.cli import _head
 from keras_transfer.cli import _inputs
 from keras_transfer.cli import _run_folder
+from keras_transfer.cli import _serving
 from keras_transfer.cli._args import UsageError
 
 NAME = "fit"
@@ -30,6 +31,7 @@ examples:
   keras-transfer fit --base efficientnet_lite0 --data path/to/images/  # one sub-folder per class
   keras-transfer fit --data reviews.csv --text-column review --label-column verdict
   keras-transfer fit --base efficientnet_lite0 --data fashion_mnist --strategy fine_tuning --epochs 2
+  keras-transfer fit --base speech_embedding --data path/to/recordings/  # one sub-folder of .wav per class
 """
 
 
@@ -52,7 +54,8 @@ def add_parser(commands):
         default="minilm",
         help=(
             "the pretrained base: 'minilm' (MiniLM-L6 sentence encoder, text), "
-            "'efficientnet_lite0' (ImageNet, images), a path to a .keras "
+            "'efficientnet_lite0' (ImageNet, images), 'speech_embedding' "
+            "(16 kHz speech, wav folders), a path to a .keras "
             "model file, or a keras-hub preset folder"
         ),
     )
@@ -62,7 +65,7 @@ def add_parser(commands):
         help=(
             "the target data: a built-in name ("
             + ", ".join(_inputs.BUILTIN_DATA)
-            + "), a folder of images with one sub-folder per class, or a CSV "
+            + "), a folder of images or .wav files with one sub-folder per class, or a CSV "
             "file with text and label columns"
         ),
     )
@@ -223,11 +226,12 @@ def _check_applicable(args):
     }
     is_csv = os.path.isfile(args.data) and args.data.lower().endswith((".csv", ".tsv"))
     is_text = is_csv or args.data == "rotten_tomatoes"
-    is_image = args.data in _IMAGE_DATA or os.path.isdir(args.data)
+    is_audio = _inputs.is_audio_folder(args.data)
+    is_image = args.data in _IMAGE_DATA or (os.path.isdir(args.data) and not is_audio)
     rules = (
         (_CSV_OPTIONS, not is_csv, "CSV data (--data a .csv/.tsv file)"),
-        (("image_size",), is_text, "image data"),
-        (("sequence_length",), is_image, "text data"),
+        (("image_size",), is_text or is_audio, "image data"),
+        (("sequence_length",), is_image or is_audio, "text data"),
         (("warmup_epochs",), args.strategy != "fine_tuning", "--strategy fine_tuning"),
         (("l2", "validation_fraction"), args.strategy != "feature_extraction",
          "--strategy feature_extraction"),
@@ -353,9 +357,18 @@ def _run_in(args, run_dir, output, start_time):
         "chosen": settings,
     }
     results_path = os.path.join(run_dir, "results.json")
+    serving = os.path.join(run_dir, _serving.SERVING_FOLDER)
+    results["serving"] = serving
+    # Saved with its class names and input preprocessing (raw inputs).
+    saved = _serving.wrap(base, model, class_names, modality, args,
+                          clip_length=x.shape[1] if modality == "audio" else None)
     with _run_folder.PendingFiles() as pending:
         model_tmp = pending.path_for(output)
-        model.save(model_tmp)
+        saved.save(model_tmp)
+        serving_tmp = pending.path_for(serving)
+        _serving.export(model, serving_tmp)
+        _serving.write_json(os.path.join(serving_tmp, _serving.SERVING_INFO),
+                            _serving.serving_info(saved))
         _check_saved(keras, np, model, model_tmp, x_test, output)
         results["wall_time_s"] = round(time.time() - start_time, 1)
         results["cpu_time_s"] = round(time.process_time(), 1)
@@ -399,6 +412,7 @@ def _print_results(results):
         ("wall time", f"{results['wall_time_s']:.1f} s (CPU {results['cpu_time_s']:.1f} s)"),
         ("TensorBoard logs", results["logdir"]),
         ("model", results["model"]),
+        ("serving export", results["serving"]),
     ]
     width = max(len(k) for k, _ in rows)
     print()
