@@ -2,6 +2,7 @@
 
 import math
 import os
+import warnings
 
 import numpy as np
 
@@ -77,10 +78,16 @@ def read_wav(filename, sample_rate=16000, min_duration=0.1):
 
     Returns:
         float32 `(samples,)` in [-1, 1] (float files may exceed it).
+        Clips are returned at their own length; a clip shorter than one
+        window of `backbones.speech_embedding` (0.78 s) is padded with
+        silence by that model (see `SpeechMelSpectrogram`), not here.
 
     Raises:
-        ValueError: the file cannot be decoded, or the clip is empty,
-            silent (all samples zero) or shorter than `min_duration`; the
+        ValueError: the file cannot be decoded (not RIFF/RF64 WAV, a
+            compressed format such as mu-law or ADPCM, or truncated: its
+            data chunk ends before the length its header gives), holds
+            NaN or infinite float samples, or the clip is empty, silent
+            (all samples zero) or shorter than `min_duration`; the
             message names the file.
         FileNotFoundError: no such file.
     """
@@ -91,12 +98,28 @@ def read_wav(filename, sample_rate=16000, min_duration=0.1):
 
     filename = _common.check_path("read_wav", "filename", filename)
     try:
-        rate, data = wavfile.read(filename)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", wavfile.WavFileWarning)
+            rate, data = wavfile.read(filename)
     except (ValueError, EOFError, OSError, IndexError) as error:
         raise ValueError(
             f"Cannot decode {filename!r} as a WAV file "
             f"({type(error).__name__}: {error})."
         ) from None
+    for warning in caught:
+        message = str(warning.message)
+        if issubclass(warning.category, wavfile.WavFileWarning) and (
+            "EOF" in message
+        ):
+            # scipy returns the samples before the end of a truncated file
+            # with only a warning: a cut recording is refused instead.
+            raise ValueError(
+                f"The WAV file {filename!r} is truncated ({message})."
+            )
+        warnings.warn_explicit(
+            f"{filename}: {message}", warning.category, warning.filename,
+            warning.lineno,
+        )
     if data.ndim == 2 and data.shape[1] == 0:
         data = data[:, :0]
     audio = _to_float(data, filename)
@@ -170,6 +193,8 @@ def load_audio_folder(
     16-, 24-, 32-bit PCM or float, resampled to `sample_rate`. Other files
     are skipped. A file that cannot be read, or an empty, silent or too
     short clip, raises an error naming it (nothing is skipped silently).
+    Clips keep their own lengths; `backbones.speech_embedding` pads one
+    shorter than its 0.78 s window with silence.
 
     Args:
         path: str, the folder.

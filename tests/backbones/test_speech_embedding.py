@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from absl.testing import parameterized
 
+from keras_transfer import callbacks
 from keras_transfer import datasets
 from keras_transfer import strategies
 from keras_transfer.backbones import load_base
@@ -252,6 +253,93 @@ class SpeechEmbeddingTransferTest(TestCase):
             loaded.predict(self.x, verbose=0), model.predict(self.x, verbose=0),
             atol=1e-5,
         )
+
+    def _small_head(self):
+        # The pooled features reach ~60: a default-size random head can
+        # saturate the softmax (zero gradient), so it starts small.
+        keras.utils.set_random_seed(0)
+        return keras.layers.Dense(
+            2, activation="softmax",
+            kernel_initializer=keras.initializers.RandomNormal(stddev=1e-3),
+        )
+
+    def test_adapters_on_convolutions(self):
+        base = speech_embedding(window_stride=16, padding=0.25)
+        before = base.predict(self.x, verbose=0)
+        frozen_kernel = _numpy(base.get_layer("block5a_conv").kernel)
+        adapted, changed = strategies.add_adapters(
+            base, targets=r"block5[ab]_conv$", bottleneck=8
+        )
+        self.assertEqual(sorted(changed), ["block5a_conv", "block5b_conv"])
+        # The adapters' `up` starts at zero: same outputs.
+        self.assertAllClose(adapted.predict(self.x, verbose=0), before, atol=1e-5)
+        trainable = sum(int(np.prod(w.shape)) for w in adapted.trainable_weights)
+        self.assertEqual(trainable, 2 * (2 * 96 * 8 + 8 + 96))  # 2 d m + m + d
+        model = strategies.build_classifier(adapted, head=self._small_head())
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        model.fit(self.x, self.y, epochs=2, batch_size=2, verbose=0)
+        ups = [w for w in adapted.trainable_weights if "up" in w.path and "kernel" in w.path]
+        self.assertLen(ups, 2)
+        self.assertGreater(max(np.abs(_numpy(w)).max() for w in ups), 0)
+        # The convolution, wrapped with its adapter, stays as loaded.
+        wrapped = adapted.get_layer("block5a_conv_with_adapter")
+        self.assertAllClose(
+            _numpy(wrapped.layers[0].kernel), frozen_kernel, atol=0
+        )
+        path = os.path.join(self.get_temp_dir(), "adapters.keras")
+        model.save(path)
+        loaded = keras.models.load_model(path)
+        self.assertAllClose(
+            loaded.predict(self.x, verbose=0), model.predict(self.x, verbose=0),
+            atol=1e-5,
+        )
+
+    def test_gradual_unfreezing_by_blocks(self):
+        # Stage 0 trains the head, stage 1 adds top_conv, stage 2 block5;
+        # blocks 1-4 stay as loaded.
+        base = speech_embedding(window_stride=16, padding=0.25)
+        groups = strategies.layer_groups(base, blocks="auto")
+        model = strategies.build_classifier(base, head=self._small_head())
+        base.trainable = False
+        names = ["block1a_conv", "block4d_conv", "block5a_conv", "top_conv"]
+        before = {n: _numpy(base.get_layer(n).weights[0]) for n in names}
+        model.compile(
+            optimizer=keras.optimizers.Adam(1e-3),
+            loss="sparse_categorical_crossentropy",
+        )
+        model.fit(
+            self.x, self.y, epochs=3, batch_size=2, verbose=0,
+            callbacks=[callbacks.GradualUnfreezer(groups, epochs_per_stage=1)],
+        )
+        changed = {
+            n: bool(np.any(_numpy(base.get_layer(n).weights[0]) != before[n]))
+            for n in names
+        }
+        self.assertEqual(changed, {
+            "block1a_conv": False, "block4d_conv": False,
+            "block5a_conv": True, "top_conv": True,
+        })
+
+    def test_domain_similarity_between_speakers(self):
+        # Two speakers are far apart in the embedding; two halves of one
+        # speaker's clips (every digit in both) are not.
+        names = {
+            speaker: [f"{d}_{speaker}_{i}.wav" for d in range(10) for i in range(2)]
+            for speaker in ("george", "theo")
+        }
+        clips = {k: [_clip(n) for n in v] for k, v in names.items()}
+        length = max(len(c) for v in clips.values() for c in v)
+        audio = {k: datasets.pad_clips(v, length) for k, v in clips.items()}
+        base = speech_embedding(window_stride=16)
+        far = strategies.domain_similarity(
+            audio["george"], audio["theo"], model=base, folds=2
+        )
+        near = strategies.domain_similarity(
+            audio["george"][0::2], audio["george"][1::2], model=base, folds=2
+        )
+        self.assertGreater(far["proxy_a_distance"], 1.0)
+        self.assertLess(near["proxy_a_distance"], 0.5)
+        self.assertGreater(far["mmd"], near["mmd"])
 
     def test_mixed_precision(self):
         policy = keras.config.dtype_policy()

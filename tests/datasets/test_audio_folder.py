@@ -1,4 +1,5 @@
 import os
+import struct
 import wave
 
 import numpy as np
@@ -11,14 +12,32 @@ from tests.testing import TestCase
 
 
 def _write_24bit(filename, values, rate):
-    """24-bit PCM through the stdlib `wave` module (scipy cannot write it)."""
+    """24-bit PCM through the stdlib `wave` module (scipy cannot write it);
+    `values` `(samples,)` or `(samples, channels)`."""
     values = np.asarray(values, dtype=np.int32)
-    raw = b"".join(int(v).to_bytes(3, "little", signed=True) for v in values)
+    channels = 1 if values.ndim == 1 else values.shape[1]
+    raw = b"".join(
+        int(v).to_bytes(3, "little", signed=True) for v in values.ravel()
+    )
     with wave.open(filename, "wb") as f:
-        f.setnchannels(1)
+        f.setnchannels(channels)
         f.setsampwidth(3)
         f.setframerate(rate)
         f.writeframes(raw)
+
+
+def _samples(kind, shape, rng):
+    """Random samples of a WAV sample format and their values in [-1, 1]."""
+    if kind == "uint8":
+        pcm = rng.integers(0, 256, size=shape).astype(np.uint8)
+        return pcm, (pcm.astype(np.float64) - 128) / 128
+    if kind == "float32":
+        pcm = rng.uniform(-1, 1, size=shape).astype(np.float32)
+        return pcm, pcm.astype(np.float64)
+    bits = {"int16": 16, "int24": 24, "int32": 32}[kind]
+    pcm = rng.integers(-(2 ** (bits - 1)), 2 ** (bits - 1), size=shape)
+    dtype = np.int16 if bits == 16 else np.int32
+    return pcm.astype(dtype), pcm / 2.0 ** (bits - 1)
 
 
 class ReadWavTest(TestCase):
@@ -68,14 +87,73 @@ class ReadWavTest(TestCase):
         self.assertEqual(int(np.argmax(spectrum)), 440)  # 1 Hz bins over 1 s
         self.assertAllClose(np.abs(audio[1000:-1000]).max(), 0.5, atol=0.01)
 
+    @parameterized.product(
+        kind=["uint8", "int16", "int24", "int32", "float32"],
+        channels=[1, 2],
+        rate=[16000, 22050],
+    )
+    def test_formats_channels_and_rates(self, kind, channels, rate):
+        # The decoded clip = the written samples scaled by the format,
+        # averaged over channels, resampled by resample_poly (to 16 kHz).
+        rng = np.random.default_rng(channels + rate)
+        shape = (2205,) if channels == 1 else (2205, channels)
+        pcm, values = _samples(kind, shape, rng)
+        path = self.path(f"{kind}.wav")
+        if kind == "int24":
+            _write_24bit(path, pcm, rate)
+        else:
+            wavfile.write(path, rate, pcm)
+        audio = datasets.read_wav(path, sample_rate=16000)
+        mono = values if channels == 1 else values.mean(axis=1)
+        if rate != 16000:
+            mono = signal.resample_poly(mono, 320, 441)  # 16000 / 22050
+        self.assertEqual(audio.dtype, np.float32)
+        self.assertEqual(audio.shape, (len(mono),))
+        self.assertAllClose(audio, mono, atol=1e-6, rtol=0)
+
+    def test_truncated_file_is_named(self):
+        # scipy returns the samples before the cut with a warning only.
+        wavfile.write(self.path("cut.wav"), 16000, np.ones(4000, np.int16))
+        with open(self.path("cut.wav"), "rb") as f:
+            data = f.read()
+        with open(self.path("cut.wav"), "wb") as f:
+            f.write(data[: len(data) // 2])
+        with self.assertRaisesRegex(ValueError, "cut.wav.* truncated"):
+            datasets.read_wav(self.path("cut.wav"))
+
+    def test_compressed_format_is_named(self):
+        # A mu-law WAV (format tag 7): a clear error, not noise.
+        header = (
+            b"RIFF" + struct.pack("<I", 36 + 800) + b"WAVEfmt "
+            + struct.pack("<IHHIIHH", 16, 7, 1, 8000, 8000, 1, 8)
+            + b"data" + struct.pack("<I", 800)
+        )
+        with open(self.path("mulaw.wav"), "wb") as f:
+            f.write(header + bytes(range(200)) * 4)
+        with self.assertRaisesRegex(ValueError, "Cannot decode .*mulaw.wav"):
+            datasets.read_wav(self.path("mulaw.wav"))
+
+    def test_float64_and_int64(self):
+        wavfile.write(self.path("f64.wav"), 16000, np.full(2000, 0.25))
+        self.assertAllClose(
+            datasets.read_wav(self.path("f64.wav")), np.full(2000, 0.25)
+        )
+        wavfile.write(self.path("i64.wav"), 16000, np.ones(2000, np.int64))
+        with self.assertRaisesRegex(ValueError, "i64.wav.*unsupported"):
+            datasets.read_wav(self.path("i64.wav"))
+
     @parameterized.named_parameters(
+        ("empty_file", None, "as a WAV file"),
         ("empty", np.zeros(0, np.int16), "empty"),
         ("silent", np.zeros(4000, np.int16), "silent"),
         ("too_short", np.ones(800, np.int16), "shorter than `min_duration`"),
         ("nan", np.full(4000, np.nan, np.float32), "NaN or infinite"),
     )
     def test_bad_clips(self, data, message):
-        wavfile.write(self.path("bad.wav"), 16000, data)
+        if data is None:
+            open(self.path("bad.wav"), "wb").close()
+        else:
+            wavfile.write(self.path("bad.wav"), 16000, data)
         with self.assertRaisesRegex(ValueError, "bad.wav.*" + message):
             datasets.read_wav(self.path("bad.wav"))
 
