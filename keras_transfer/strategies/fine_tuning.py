@@ -5,6 +5,7 @@ import math
 import os
 
 import keras
+import numpy as np
 
 from keras_transfer._keras_private import all_layers
 from keras_transfer._validation import check_int
@@ -581,6 +582,18 @@ def _remove_backup(callback):
             os.remove(path)
 
 
+class _NumpyBatches:
+    """Re-iterable batches of a dataset as NumPy arrays: `lr_find` feeds
+    its batches to `train_on_batch`, which on JAX takes no `tf.Tensor`."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __iter__(self):
+        for batch in self.dataset:
+            yield keras.tree.map_structure(np.asarray, batch)
+
+
 def _default_groups(base, num_groups):
     try:
         return layer_groups(base, blocks="auto", num_groups=num_groups)
@@ -715,7 +728,7 @@ def _fine_tune_recipe(
         if arrays:
             find_data = (x, y) if sample_weight is None else (x, y, sample_weight)
         else:
-            find_data = x
+            find_data = _NumpyBatches(x)
         finder = lr_find(
             model, find_data, num_steps=lr_find_steps, batch_size=batch_size or 32
         )
