@@ -12,6 +12,7 @@ from keras_transfer._validation import check_int
 from keras_transfer._validation import check_positive
 from keras_transfer.callbacks import _grouped_optimizer as grouped
 from keras_transfer.callbacks.discriminative_lr import DiscriminativeLR
+from keras_transfer.callbacks.gradual_unfreezer import GradualUnfreezer
 from keras_transfer.optimizers.schedules.one_cycle import OneCycle
 from keras_transfer.strategies.feature_cache import _is_tf_dataset
 from keras_transfer.strategies.feature_extraction import _check_base_and_head
@@ -668,6 +669,24 @@ def _fine_tune_recipe(
         model = model_or_base
         base = _find_base(model, base)
     callbacks = list(callbacks or [])
+    for callback in callbacks:
+        if isinstance(
+            callback,
+            (
+                keras.callbacks.LearningRateScheduler,
+                keras.callbacks.ReduceLROnPlateau,
+                DiscriminativeLR,
+                GradualUnfreezer,
+            ),
+        ):
+            raise ValueError(
+                "`fine_tune` sets the learning rates itself (one-cycle "
+                "schedules, `DiscriminativeLR` factors) and freezes and "
+                f"unfreezes the base; a `{type(callback).__name__}` would "
+                "fight it. Use `base_lr`, `lr_mult`, `pct_start`, `div`, or "
+                "`model.fit` with your own callbacks. "
+                f"Received: callbacks=[..., {callback!r}, ...]"
+            )
     backups = _backups(callbacks)
     if backups and base_lr is None:
         raise ValueError(

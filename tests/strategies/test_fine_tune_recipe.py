@@ -213,6 +213,27 @@ class FineTuneRecipeTest(TestCase):
         for a, b in zip(uninterrupted, model.weights):
             self.assertAllClose(a, np.array(b), atol=1e-6, msg=b.path)
 
+    def test_mixed_precision(self):
+        keras.config.set_dtype_policy("mixed_float16")
+        try:
+            _, model = _model()
+        finally:
+            keras.config.set_dtype_policy("float32")
+        x, y = tiny_data(n=16)
+        before = [np.array(w) for w in model.trainable_weights]
+        history = fine_tune(
+            model, (x, y), epochs=1, base_lr=0.01, batch_size=8, verbose=0
+        )
+        self.assertIsInstance(
+            model.optimizer, keras.optimizers.LossScaleOptimizer
+        )
+        after = [np.array(w) for w in model.trainable_weights]
+        self.assertTrue(all(np.isfinite(w).all() for w in after))
+        self.assertTrue(
+            any(not np.allclose(a, b) for a, b in zip(before, after))
+        )
+        self.assertGreater(history.history["lr_head"][1], 0.0)
+
     def test_old_form_still_accepted(self):
         x, y = tiny_data(n=16)
         base = tiny_base()
@@ -247,6 +268,11 @@ class FineTuneRecipeTest(TestCase):
         ),
         ("batch_size", {"batch_size": 0}, "batch_size=0"),
         ("no_base", {"base": "nope"}, "base='nope'"),
+        (
+            "lr_callback",
+            {"callbacks": [keras.callbacks.ReduceLROnPlateau()]},
+            "sets the learning rates itself.*ReduceLROnPlateau",
+        ),
     )
     def test_invalid_arguments_raise(self, kwargs, message):
         if kwargs.get("optimizer") == "multi":
