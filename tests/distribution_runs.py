@@ -119,6 +119,76 @@ def data_parallel():
     return result
 
 
+def _grouped_fit(keras, distribution):
+    """GradualUnfreezer + DiscriminativeLR: 3 epochs of 2 Adam steps, one
+    stage per epoch (head; + top group; + bottom group), group rates
+    x1, x0.5, x0.25."""
+    from keras_transfer import callbacks
+
+    xs, _, ys, _ = _data()
+    scope = distribution.scope() if distribution else contextlib.nullcontext()
+    with scope:
+        init = keras.initializers.GlorotUniform
+        inputs = keras.Input((4,))
+        x = keras.layers.Dense(6, "relu", kernel_initializer=init(1), name="g0")(inputs)
+        x = keras.layers.BatchNormalization(name="bn")(x)
+        x = keras.layers.Dense(6, "relu", kernel_initializer=init(2), name="g1")(x)
+        outputs = keras.layers.Dense(3, kernel_initializer=init(3), name="head")(x)
+        model = keras.Model(inputs, outputs)
+        bn = model.get_layer("bn")
+        bn.moving_mean.assign(np.linspace(-0.5, 0.5, 6).astype("float32"))
+        groups = [
+            [model.get_layer("g0"), bn], [model.get_layer("g1")]
+        ]
+        ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        model.compile(optimizer=keras.optimizers.Adam(0.01), loss=ce)
+        history = model.fit(
+            xs, ys, batch_size=8, epochs=3, shuffle=False, verbose=0,
+            callbacks=[
+                callbacks.GradualUnfreezer(groups, epochs_per_stage=1),
+                callbacks.DiscriminativeLR(groups, factor=0.5),
+            ],
+        )
+    return model, {v.path: np.array(v) for v in model.weights}, history
+
+
+def grouped_data_parallel():
+    """GradualUnfreezer + DiscriminativeLR: DataParallel on 2 devices vs 1."""
+    import keras
+
+    _, one, history_one = _grouped_fit(keras, None)
+    model, two, history_two = _grouped_fit(
+        keras, keras.distribution.DataParallel()
+    )
+    initial = _grouped_initial(keras)
+    return {
+        "max_abs_diff": max(
+            float(np.abs(one[p] - two[p]).max()) for p in one
+        ),
+        "moved": {
+            p: float(np.abs(two[p] - initial[p]).max()) for p in two
+        },
+        "stages": history_two.history["unfreeze_stage"],
+        "stages_one": history_one.history["unfreeze_stage"],
+        "devices": len(model.trainable_weights[0].value.sharding.device_set),
+    }
+
+
+def _grouped_initial(keras):
+    """The same model's weights before training (same seeds)."""
+    init = keras.initializers.GlorotUniform
+    inputs = keras.Input((4,))
+    x = keras.layers.Dense(6, "relu", kernel_initializer=init(1), name="g0")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.Dense(6, "relu", kernel_initializer=init(2), name="g1")(x)
+    outputs = keras.layers.Dense(3, kernel_initializer=init(3), name="head")(x)
+    model = keras.Model(inputs, outputs)
+    model.get_layer("bn").moving_mean.assign(
+        np.linspace(-0.5, 0.5, 6).astype("float32")
+    )
+    return {v.path: np.array(v) for v in model.weights}
+
+
 def _bert(keras):
     import keras_hub
 

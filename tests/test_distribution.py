@@ -53,6 +53,22 @@ def test_data_parallel_fit_equals_single_device():
         assert found["max_abs_diff"] < 1e-5, (name, found)
 
 
+def test_data_parallel_gradual_unfreezer_and_discriminative_lr():
+    # 3 epochs of 2 Adam(0.01) steps, stage per epoch: head; + g1 (x0.5);
+    # + g0 and its BatchNorm (x0.25, BN frozen). Same weights on 2 devices.
+    result = _run("grouped_data_parallel")["grouped_data_parallel"]
+    assert result["devices"] == 2
+    assert result["stages"] == result["stages_one"] == [0, 1, 2]
+    assert result["max_abs_diff"] < 1e-5
+    moved = result["moved"]
+    # Each Adam step moves a weight by about its rate: head 6 steps x 1e-2,
+    # g1 4 x 5e-3, g0 2 x 2.5e-3 (the group rates and stages took effect).
+    for name, expected in (("head", 0.06), ("g1", 0.02), ("g0", 0.005)):
+        assert 0.5 * expected < moved[f"{name}/kernel"] <= 1.05 * expected, moved
+    for name in ("gamma", "beta", "moving_mean", "moving_variance"):
+        assert moved[f"bn/{name}"] == 0.0, moved
+
+
 def test_model_parallel_lora_bert_with_peft_layout_map(model_parallel_runs):
     result = model_parallel_runs["model_parallel"]
     specs = result["specs"]

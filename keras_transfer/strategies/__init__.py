@@ -4,6 +4,7 @@ from keras_transfer.strategies.feature_cache import FeatureCache
 from keras_transfer.strategies.feature_extraction import build_classifier
 from keras_transfer.strategies.feature_extraction import fit_feature_extraction
 from keras_transfer.strategies.fine_tuning import fine_tune
+from keras_transfer.strategies.fine_tuning import FineTuneHistory
 from keras_transfer.strategies.fine_tuning import unfreeze_base
 from keras_transfer.strategies.registry import available_strategies
 from keras_transfer.strategies.registry import get_strategy

@@ -63,9 +63,27 @@ def test_gradual_unfreezing_tutorial_runs_in_quick_mode(tmp_path):
     for variant in VARIANTS:
         assert (log_dir / f"03_{variant}" / "seed0" / "train").is_dir()
 
+    # Section 10, fine_tune in one call (quick: the lr_find recipe only):
+    # a results row, a rate from lr_find, both phases' rates in History
+    # (phase 1 head only, groups 0.0), factors 1, 0.1, 0.01 for 2 groups.
+    row = re.search(r"^fine_tune lr_find +([\d.]+) +[\d., ]+? +([\d.]+) +\d+ s$", text, re.M)
+    assert row, text
+    assert 0.0 <= float(row.group(1)) <= 1.0
+    rate = re.search(r"lr_find's base_lr per seed: \['([\d.e+-]+)'\]", text)
+    assert rate and 1e-7 <= float(rate.group(1)) <= 10.0
+    assert "rate factors, head first: [1.0, 0.1, 0.01]" in text
+    assert "layer groups (input -> output): ['stem_conv ..." in text
+    groups = re.search(r"lr_group_0 +at each epoch's end \['([\d.e+-]+)', '([\d.e+-]+)'", text)
+    head = re.search(r"lr_head +at each epoch's end \['([\d.e+-]+)', '([\d.e+-]+)'", text)
+    assert groups and head
+    assert float(groups.group(1)) == 0.0 and float(head.group(1)) > 0.0
+    # Phase 2: the lowest group runs at 1/100 of the head's rate.
+    assert abs(float(groups.group(2)) / float(head.group(2)) - 0.01) < 1e-3
+    assert (log_dir / "03_fine_tune_lr_find" / "seed0" / "train").is_dir()
+
     images = sum(
         "image/png" in out.get("data", {})
         for cell in nb.cells
         for out in cell.get("outputs", [])
     )
-    assert images >= 3
+    assert images >= 4
