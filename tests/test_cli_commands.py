@@ -372,6 +372,9 @@ class DistillTest(CommandTestCase):
         # The saved student returns probabilities and scores what was reported.
         _, (x_test, y_test) = datasets.load_digits(test_fraction=0.2, seed=0)
         student = keras.models.load_model(os.path.join(self.logdir, "student", "model.keras"))
+        # Saved like `fit`'s model (class names, image reading), so `predict`
+        # and `evaluate` take it, and so does `--teacher`.
+        self.assertEqual(list(student.class_names), results["classes"])
         probabilities = student.predict(_inputs.to_rgb(x_test * (255.0 / 16.0), 32), verbose=0)
         self.assertAllClose(probabilities.sum(-1), np.ones(len(y_test)), atol=1e-5)
         self.assertAllClose(np.mean(probabilities.argmax(-1) == y_test),

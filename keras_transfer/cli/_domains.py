@@ -360,6 +360,12 @@ def load_model_file(option, path):
             "Allowed: a model file saved by Keras (.keras), e.g. by "
             "`keras-transfer fit`"
         ) from None
+    from keras_transfer.models import RawInputClassifier
+
+    if isinstance(model, RawInputClassifier):
+        # What `fit`, `adapt` and `distill` save: the classifier inside takes
+        # the preprocessed inputs these commands feed.
+        model = model.classifier
     if not isinstance(model, keras.Model) or not getattr(model, "inputs", None):
         raise UsageError(
             f"{option} {path!r} holds no model with defined inputs. Allowed: a "

@@ -23,15 +23,18 @@ ALLOWED_INPUTS = {
 }
 
 
-def wrap(base, classifier, class_names, modality, args, clip_length=None):
-    """The trained classifier as a `RawInputClassifier` (what `fit` saves)."""
+def wrap(base, classifier, class_names, modality, args, clip_length=None, image_size=None):
+    """The trained classifier as a `RawInputClassifier` (what `fit` saves).
+
+    `image_size` (height, width) defaults to the classifier's input size.
+    """
     from keras_transfer.models import RawInputClassifier
 
     kwargs = {}
     if modality == "text":
         kwargs["preprocessor"] = text_preprocessor_layer(base, args)
     elif modality == "image":
-        height, width = classifier.input.shape[1:3]
+        height, width = image_size or classifier.input.shape[1:3]
         kwargs["image_size"] = (int(height), int(width))
     elif modality == "audio":
         kwargs["sample_rate"] = 16000

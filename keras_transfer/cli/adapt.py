@@ -37,6 +37,7 @@ import time
 from keras_transfer.cli import _args
 from keras_transfer.cli import _domains
 from keras_transfer.cli import _inputs
+from keras_transfer.cli import _serving
 from keras_transfer.cli import similarity as _similarity
 from keras_transfer.cli._args import UsageError
 
@@ -284,6 +285,12 @@ def _run_in(args, run_dir, output, start_time):
         name="head",
     )
     classifier = build_classifier(base.model, head=classifier_head, name="adapted_classifier")
+    # Saved with its class names and input reading, like `fit`'s model, so
+    # `predict` and `evaluate` take it.
+    classifier = _serving.wrap(
+        base, classifier, source.classes, source.modality, args,
+        clip_length=source.x.shape[1] if source.modality == "audio" else None,
+    )
 
     results = {
         "command": NAME,

@@ -28,6 +28,7 @@ import time
 from keras_transfer.cli import _args
 from keras_transfer.cli import _domains
 from keras_transfer.cli import _inputs
+from keras_transfer.cli import _serving
 from keras_transfer.cli._args import UsageError
 
 NAME = "distill"
@@ -278,10 +279,12 @@ def _run_in(args, run_dir, output, start_time):
 
     saved = student
     if student_logits:
-        saved = keras.Sequential(
-            [student, keras.layers.Softmax(dtype="float32", name="probabilities")],
-            name="distilled_student",
-        )
+        inputs = keras.Input(tuple(shape))
+        outputs = keras.layers.Softmax(dtype="float32", name="probabilities")(student(inputs))
+        saved = keras.Model(inputs, outputs, name="distilled_student")
+    # Saved with its class names and image reading, like `fit`'s model, so
+    # `predict` and `evaluate` take it.
+    saved = _serving.wrap(None, saved, data.classes, "image", args, image_size=shape[:2])
     results = {
         "command": NAME,
         "teacher": args.teacher,
