@@ -204,6 +204,24 @@ class NamedAdaptersTest(TestCase):
         )
         model.fit(X, Y, batch_size=4, epochs=1, verbose=0)
 
+    def test_first_disable_keeps_the_optimizer_state(self):
+        model = _lora_model()
+        model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
+        model.fit(X, Y, batch_size=4, epochs=1, verbose=0)
+        moments = [_np(v) for v in model.optimizer.variables]
+        with disable_adapters(model):  # creates the adapter weights `g`
+            self.assertAllClose(
+                model.predict(X, batch_size=8, verbose=0),
+                _reference(model, X, {}),
+                atol=1e-5,
+            )
+        # Same optimizer, same moments and step count: training continues.
+        for v, old in zip(model.optimizer.variables, moments):
+            np.testing.assert_array_equal(_np(v), old)
+        model.fit(X, Y, batch_size=4, epochs=1, verbose=0)
+        self.assertEqual(int(_np(model.optimizer.iterations)), 4)
+        self.assertAllClose(model(X), _reference(model, X, {"default": 1.0}), atol=1e-5)
+
     def test_weighted_adapter_and_merge_are_exact(self):
         model = _lora_model()
         add_lora_adapter(model, "b", lora_rank=1)

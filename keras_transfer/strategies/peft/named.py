@@ -93,14 +93,21 @@ def _ready(model):
 
 
 def _gate(model, layers):
-    """Creates the weights `g` where missing; True if any was created."""
+    """Creates the weights `g` where missing; True if any was created.
+
+    They are non-trainable: the trainable set and the optimizer (its
+    moments) stay as they are; only the compiled steps, which do not read
+    the new variables yet, are dropped (Keras traces them again on use).
+    """
     created = False
     for layer in layers:
         if not layer._named.gates:
             layer.gate_adapters()
             created = True
-    if created:
-        _ready(model)
+    if created and isinstance(model, keras.Model):
+        model.train_function = None
+        model.test_function = None
+        model.predict_function = None
     return created
 
 
