@@ -41,7 +41,6 @@ weights stay float32 and the quantized codes stay frozen.
 
 import contextlib
 import math
-import re
 
 import keras
 from keras import ops
@@ -133,7 +132,6 @@ class QuantizeGuard:
 
 
 DEFAULT_ADAPTER = "default"
-_ADAPTER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class _NamedAdapters:

@@ -355,7 +355,6 @@ class NamedAdaptersTest(TestCase):
             loaded(x)["sequence_output"], backbone(x)["sequence_output"], atol=1e-5
         )
         with disable_adapters(loaded):
-            set_adapter  # noqa: B018 (the context is what is tested)
             plain = loaded(x)["sequence_output"]
         with disable_adapters(backbone):
             self.assertAllClose(plain, backbone(x)["sequence_output"], atol=1e-6)
