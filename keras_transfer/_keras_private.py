@@ -12,6 +12,8 @@ behaviour relied on here, so a Keras change fails there first.
 `keras_transfer/callbacks/_grouped_optimizer.py`, with its own guard tests.)
 """
 
+import contextlib
+
 
 def all_layers(layer, include_self=True):
     """`layer` (if `include_self`) and every sub-layer, recursively, once."""
@@ -119,3 +121,30 @@ def monitorable_group(metrics, name="keras_transfer_metrics"):
             return self.get_result()
 
     return _Group(list(metrics), name=name)
+
+
+@contextlib.contextmanager
+def unlocked_tracker(layer):
+    """Lets `layer.add_weight` create variables on a built `layer`.
+
+    Keras locks a layer's attribute tracker after `build` (adding state
+    later raises); a LoRA layer that gains a named adapter
+    (`keras_transfer.strategies.add_lora_adapter`) creates its new factors
+    after `build`. The lock is restored afterwards.
+    """
+    tracker = layer._tracker
+    was_locked = tracker.locked
+    tracker.unlock()
+    try:
+        yield
+    finally:
+        if was_locked:
+            tracker.lock()
+
+
+def untrack_variable(layer, variable):
+    """Removes `variable` from `layer`'s weights (a deleted named adapter).
+
+    No public API drops a variable from a built layer.
+    """
+    layer._untrack_variable(variable)

@@ -29,6 +29,14 @@ class Block(keras.layers.Layer):
         return self.bn(self.dense(x)) * self.scale
 
 
+class _Scale(keras.layers.Layer):
+    def build(self, input_shape):
+        self.kernel = self.add_weight(shape=input_shape[-1:], name="kernel")
+
+    def call(self, x):
+        return x * self.kernel
+
+
 def nested_model():
     inputs = keras.Input((4,))
     inner = keras.Sequential([keras.Input((4,)), Block(name="block")], name="inner")
@@ -155,3 +163,25 @@ class KerasPrivateTest(TestCase):
             stop.set_model(Holder())
             stop._set_monitor_op()
             self.assertIs(stop.monitor_op, op)
+
+    def test_unlocked_tracker_and_untrack_variable_on_a_built_layer(self):
+        dense = _Scale()
+        dense.build((None, 2))
+        # Keras refuses new state on a built layer: why the helper exists.
+        with self.assertRaises(ValueError):
+            dense.add_weight(shape=(2,), name="extra")
+        with _keras_private.unlocked_tracker(dense):
+            extra = dense.add_weight(shape=(2,), name="extra")
+            fixed = dense.add_weight(shape=(), name="fixed", trainable=False)
+        self.assertTrue(dense._tracker.locked)
+        self.assertEqual(
+            [v.name for v in dense.weights], ["kernel", "extra", "fixed"]
+        )
+        self.assertEqual([v.name for v in dense.non_trainable_weights], ["fixed"])
+        # Saved and loaded with the layer's own variables, in that order.
+        store = {}
+        dense.save_own_variables(store)
+        self.assertLen(store, 3)
+        _keras_private.untrack_variable(dense, extra)
+        self.assertEqual([v.name for v in dense.weights], ["kernel", "fixed"])
+        self.assertTrue(dense._tracker.locked)

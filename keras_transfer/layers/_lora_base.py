@@ -19,16 +19,33 @@ where `||.||_c` is the norm of each output unit's kernel column, taken over
 the input axes. As in the paper (section 4.3) and PEFT, the norm is treated
 as a constant in the backward pass.
 
+Named adapters (`keras_transfer.strategies.add_lora_adapter` and its
+siblings): besides the adapter `apply_lora` made (named `"default"`: `A`,
+`B` and DoRA's `m`), a layer may hold more low-rank pairs `A_i`, `B_i`,
+each with its own rank and scale `s_i`, and one non-trainable scalar
+weight `g_i` per adapter (the default's included), read inside `call`:
+
+    y = activation(base(x) + g_0 delta_0(x) + sum_i g_i s_i B_i(A_i(x)))
+
+where `delta_0` is the default adapter's update (LoRA or DoRA). Which
+adapters are active, and how much, is the values of the `g_i`, so changing
+it needs no new trace of a compiled step; `g_i = 0` for all gives exactly
+`base(x)`. Only one adapter's weights train at a time. A layer with no
+named adapter holds no `g_i` and computes as before.
+
 The base layer may be `int8` or `int4` quantized (QLoRA-style), either
 before wrapping (`from_layer` on a quantized layer) or after
 (`model.quantize(...)` quantizes the wrapped base in place). The low-rank
 weights stay float32 and the quantized codes stay frozen.
 """
 
+import contextlib
 import math
 
 import keras
 from keras import ops
+
+from keras_transfer import _keras_private
 
 # Quantization modes whose frozen base can carry a low-rank update. Keras's
 # other modes either train their own variables (float8 scales) or compute
@@ -114,6 +131,31 @@ class QuantizeGuard:
         super().quantize(mode, type_check=False, config=config)
 
 
+DEFAULT_ADAPTER = "default"
+
+
+class _NamedAdapters:
+    """The named adapters of one LoRA layer, besides the default one.
+
+    A plain object, which Keras's attribute tracker leaves alone: the
+    variables are tracked by `add_weight` (in creation order, which `build`
+    repeats from the config on loading).
+    """
+
+    def __init__(self):
+        self.specs = {}  # name -> {"lora_rank", "lora_alpha", "rank_stabilized"}
+        self.factors = {}  # name -> (A, B)
+        self.gates = {}  # name -> scalar weight g, the default's included
+        self.training = DEFAULT_ADAPTER  # whose weights train
+
+
+def adapter_scale(spec):
+    """`s` of a named adapter's settings."""
+    if spec["rank_stabilized"]:
+        return spec["lora_alpha"] / math.sqrt(spec["lora_rank"])
+    return spec["lora_alpha"] / spec["lora_rank"]
+
+
 def _split_dtype(dtype):
     """`(wrapper dtype, base dtype policy or None)` for a `dtype` argument.
 
@@ -142,6 +184,7 @@ class LoRABase(keras.layers.Layer):
         lora_a_initializer="he_uniform",
         use_dora=False,
         quantization_config=None,
+        named_adapters=None,
         **kwargs,
     ):
         kwargs["dtype"], base_policy = _split_dtype(kwargs.get("dtype"))
@@ -169,6 +212,10 @@ class LoRABase(keras.layers.Layer):
         self.lora_a_initializer = keras.initializers.get(lora_a_initializer)
         self._base_policy = base_policy
         self._quantization_config = quantization_config
+        # Named adapters (see the module docstring): created in `build` from
+        # `named_adapters` (a saved layer's), or later by the strategies.
+        self._named_state = named_adapters
+        self._named = _NamedAdapters()
         # No dropout sublayer at rate 0: no op in the step, and nothing for
         # `model.quantize` to warn about.
         self.dropout_layer = None
@@ -206,7 +253,184 @@ class LoRABase(keras.layers.Layer):
         bias = getattr(self.base_layer, "bias", None)
         if self.train_bias and bias is not None:
             weights.append(bias)
+        # Then the named adapters' factors and every adapter's weight `g`.
+        for a, b in self._named.factors.values():
+            weights.extend([a, b])
+        weights.extend(self._named.gates.values())
         return weights
+
+    # --- Named adapters (driven by `strategies/peft/named.py`) -----------
+
+    @property
+    def adapter_names(self):
+        """The adapters of this layer: `"default"`, then the named ones."""
+        return [DEFAULT_ADAPTER] + list(self._named.specs)
+
+    def adapter_variables(self, name):
+        """The weights of adapter `name`: `[A, B]` (`[A, B, m]` for the
+        default adapter with DoRA)."""
+        if name == DEFAULT_ADAPTER:
+            weights = [self.lora_kernel_a, self.lora_kernel_b]
+            if self.use_dora:
+                weights.append(self.lora_magnitude)
+            return weights
+        return list(self._named.factors[name])
+
+    def adapter_spec(self, name):
+        """`{"lora_rank", "lora_alpha", "rank_stabilized"}` of `name`."""
+        if name == DEFAULT_ADAPTER:
+            return {
+                "lora_rank": self.lora_rank,
+                "lora_alpha": self.lora_alpha,
+                "rank_stabilized": self.rank_stabilized,
+            }
+        return dict(self._named.specs[name])
+
+    def adapter_weights(self):
+        """`{name: g}`, the current weight of each adapter (all 1.0 for the
+        default adapter of a layer with no named adapter)."""
+        if not self._named.gates:
+            return {DEFAULT_ADAPTER: 1.0}
+        return {
+            name: float(ops.convert_to_numpy(gate))
+            for name, gate in self._named.gates.items()
+        }
+
+    def set_adapter_weights(self, weights):
+        """Assigns `g` of each adapter: `weights` maps every adapter name to
+        a number. Needs `gate_adapters()` first."""
+        for name, gate in self._named.gates.items():
+            gate.assign(float(weights[name]))
+
+    @property
+    def training_adapter(self):
+        """The adapter whose weights train (`None`: none of them)."""
+        return self._named.training
+
+    def set_training_adapter(self, name):
+        self._named.training = name
+        self._freeze_adapters()
+
+    def named_adapter_state(self):
+        """What `build` needs to recreate the named adapters (the config
+        entry `named_adapters`), or `None` if there are none."""
+        named = self._named
+        if not named.gates and named.training == DEFAULT_ADAPTER:
+            return None
+        return {
+            "adapters": [
+                {"name": name, **spec} for name, spec in named.specs.items()
+            ],
+            "gated": bool(named.gates),
+            "training": named.training,
+        }
+
+    def gate_adapters(self):
+        """Creates the default adapter's weight `g = 1` (once)."""
+        if not self._named.gates:
+            with self._adding_weights():
+                self._named.gates[DEFAULT_ADAPTER] = self.add_weight(
+                    name="lora_gate",
+                    shape=(),
+                    initializer="ones",
+                    dtype="float32",
+                    trainable=False,
+                )
+
+    @contextlib.contextmanager
+    def _adding_weights(self):
+        """Lets a built layer create weights, under the name scope it was
+        built in (so the paths match those of a layer loaded from a file)."""
+        scope = self.lora_kernel_a.path.split("/")[:-2]
+        with contextlib.ExitStack() as stack:
+            for part in scope:
+                stack.enter_context(keras.name_scope(part))
+            stack.enter_context(_keras_private.unlocked_tracker(self))
+            yield
+
+    def add_named_adapter(
+        self, name, lora_rank, lora_alpha, rank_stabilized, check_rank=True
+    ):
+        """Creates adapter `name`: `A` (initialised like the default's `A`),
+        `B = 0` and its weight `g = 0`. Raises a `ValueError` for a taken
+        name or (with `check_rank`) a rank above min(input size, output
+        size); a weighted combination's rank, the sum of its parts', may
+        exceed it."""
+        if name in self.adapter_names:
+            raise ValueError(
+                f"Layer '{self.name}' already has an adapter named {name!r} "
+                f"(it has {self.adapter_names}). Received: "
+                f"adapter_name={name!r}"
+            )
+        check_lora_args(lora_rank, lora_alpha, 0.0)
+        a_shape, b_shape, d, k = self._lora_shapes()
+        if check_rank and lora_rank > min(d, k):
+            raise ValueError(
+                f"`lora_rank` must be at most min(input size, output size) = "
+                f"min({d}, {k}) = {min(d, k)} for layer '{self.name}'. "
+                f"Received: lora_rank={lora_rank}"
+            )
+        self.gate_adapters()
+        spec = {
+            "lora_rank": lora_rank,
+            "lora_alpha": lora_rank if lora_alpha is None else lora_alpha,
+            "rank_stabilized": bool(rank_stabilized),
+        }
+        with self._adding_weights():
+            a = self.add_weight(
+                name=f"lora_kernel_a_{name}",
+                shape=tuple(a_shape[:-1]) + (lora_rank,),
+                initializer=self.lora_a_initializer,
+                dtype="float32",
+            )
+            b = self.add_weight(
+                name=f"lora_kernel_b_{name}",
+                shape=(lora_rank,) + tuple(b_shape[1:]),
+                initializer="zeros",
+                dtype="float32",
+            )
+            gate = self.add_weight(
+                name=f"lora_gate_{name}",
+                shape=(),
+                initializer="zeros",
+                dtype="float32",
+                trainable=False,
+            )
+        self._named.specs[name] = spec
+        self._named.factors[name] = (a, b)
+        self._named.gates[name] = gate
+        self._freeze_adapters()
+
+    def delete_named_adapter(self, name):
+        """Removes adapter `name` and its weights (not the default one)."""
+        a, b = self._named.factors.pop(name)
+        gate = self._named.gates.pop(name)
+        del self._named.specs[name]
+        for variable in (a, b, gate):
+            _keras_private.untrack_variable(self, variable)
+        if self._named.training == name:
+            self._named.training = None
+        self._freeze_adapters()
+
+    def _build_named(self, state):
+        if not state:
+            return
+        if state.get("gated"):
+            self.gate_adapters()
+        for spec in state.get("adapters", []):
+            spec = dict(spec)
+            self.add_named_adapter(spec.pop("name"), check_rank=False, **spec)
+        self._named.training = state.get("training", DEFAULT_ADAPTER)
+        self._freeze_adapters()
+
+    def _freeze_adapters(self):
+        """Only the training adapter's weights train (if the layer does)."""
+        if getattr(self, "lora_kernel_b", None) is None:
+            return  # Not built yet: `build` calls this again.
+        for name in self.adapter_names:
+            flag = self.trainable and name == self._named.training
+            for variable in self.adapter_variables(name):
+                variable.trainable = flag
 
     # Subclasses define: `base_layer` (created in __init__), `_lora_shapes`
     # (shapes of A and B from the built kernel), `_low_rank` (the update
@@ -251,6 +475,7 @@ class LoRABase(keras.layers.Layer):
                 dtype="float32",
             )
             self.reset_magnitude()
+        self._build_named(self._named_state)
 
     def reset_magnitude(self):
         """Sets DoRA's magnitude `m` to `||W + s A B||_c` (the identity)."""
@@ -267,6 +492,7 @@ class LoRABase(keras.layers.Layer):
         keras.layers.Layer.trainable.fset(self, value)
         if self.built:
             self._freeze_base()
+            self._freeze_adapters()
 
     def _freeze_base(self):
         bias = getattr(self.base_layer, "bias", None)
@@ -303,9 +529,15 @@ class LoRABase(keras.layers.Layer):
         dropped = inputs
         if self.dropout_layer is not None:
             dropped = self.dropout_layer(inputs, training=training)
+        named = self._named
         a = ops.cast(self.lora_kernel_a, inputs.dtype)
         b = ops.cast(self.lora_kernel_b, inputs.dtype)
-        if self.scale != 1:
+        gate = None
+        if named.gates:
+            gate = ops.cast(named.gates[DEFAULT_ADAPTER], b.dtype)
+        if gate is not None and not self.use_dora:
+            b = ops.multiply(b, ops.multiply(ops.cast(self.scale, b.dtype), gate))
+        elif self.scale != 1:
             # On `B` (r x k), not on the (batch, ..., k) update: fewer FLOPs.
             b = ops.multiply(b, ops.cast(self.scale, b.dtype))
         update = self._low_rank(dropped, a, b)
@@ -317,15 +549,24 @@ class LoRABase(keras.layers.Layer):
             bias = self._output_bias()
             if bias is not None:
                 linear = ops.subtract(linear, ops.cast(bias, linear.dtype))
-            outputs = ops.add(
-                outputs,
-                ops.add(
-                    self._scale_outputs(linear, ops.subtract(factor, 1)),
-                    self._scale_outputs(update, factor),
-                ),
+            update = ops.add(
+                self._scale_outputs(linear, ops.subtract(factor, 1)),
+                self._scale_outputs(update, factor),
             )
-        else:
-            outputs = ops.add(outputs, update)
+            if gate is not None:
+                update = ops.multiply(update, ops.cast(gate, update.dtype))
+        for name, (a_i, b_i) in named.factors.items():
+            # g_i s_i on B_i: with g_i = 0 the term is exactly zero.
+            factor = ops.multiply(
+                ops.cast(adapter_scale(named.specs[name]), "float32"),
+                named.gates[name],
+            )
+            b_i = ops.multiply(ops.cast(b_i, inputs.dtype), ops.cast(factor, inputs.dtype))
+            update = ops.add(
+                update,
+                self._low_rank(dropped, ops.cast(a_i, inputs.dtype), b_i),
+            )
+        outputs = ops.add(outputs, update)
         if self.activation is not None:
             outputs = self.activation(outputs)
         return outputs
@@ -368,7 +609,35 @@ class LoRABase(keras.layers.Layer):
                     self._column_norm(kernel),
                 ),
             )
+        if self._named.gates:
+            # W + g_0 (W_0' - W) + sum_i g_i s_i A_i B_i.
+            base = ops.cast(self.base_layer.kernel, "float32")
+            kernel = ops.add(
+                base,
+                ops.add(
+                    ops.multiply(
+                        ops.subtract(kernel, base),
+                        ops.convert_to_tensor(
+                            self._named.gates[DEFAULT_ADAPTER]
+                        ),
+                    ),
+                    self._named_delta(),
+                ),
+            )
         return ops.cast(kernel, self.base_layer.kernel.dtype)
+
+    def _named_delta(self):
+        """`sum_i g_i s_i A_i B_i` over the named adapters (float32)."""
+        total = ops.zeros(self.base_layer.kernel.shape, "float32")
+        for name, (a, b) in self._named.factors.items():
+            delta = self._delta_kernel(
+                ops.convert_to_tensor(a), ops.convert_to_tensor(b)
+            )
+            weight = adapter_scale(self._named.specs[name]) * float(
+                ops.convert_to_numpy(self._named.gates[name])
+            )
+            total = ops.add(total, ops.multiply(delta, weight))
+        return total
 
     def merge(self):
         """Returns a plain Keras layer equal to this one, the update folded in.
@@ -430,6 +699,14 @@ class LoRABase(keras.layers.Layer):
             ),
             self.scale,
         )
+        if self._named.gates:
+            delta = ops.add(
+                ops.multiply(
+                    delta,
+                    ops.convert_to_tensor(self._named.gates[DEFAULT_ADAPTER]),
+                ),
+                self._named_delta(),
+            )
         last = delta.shape[-1]
         copy.enable_lora(last, lora_alpha=last)
         copy.lora_kernel_a.assign(delta)
@@ -439,6 +716,12 @@ class LoRABase(keras.layers.Layer):
         return {k: _copy(v) for k, v in merged_store.items()}
 
     def _lora_config(self):
+        named = self.named_adapter_state()
+        if named is not None:
+            return {**self._lora_config_plain(), "named_adapters": named}
+        return self._lora_config_plain()
+
+    def _lora_config_plain(self):
         return {
             "lora_rank": self.lora_rank,
             "lora_alpha": self.lora_alpha,

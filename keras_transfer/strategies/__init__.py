@@ -12,7 +12,15 @@ from keras_transfer.strategies.registry import register_strategy
 from keras_transfer.strategies.inference_mode import InferenceMode
 from keras_transfer.strategies.similarity import domain_similarity
 from keras_transfer.strategies.negative_transfer import check_negative_transfer
+from keras_transfer.strategies.peft import active_adapters
 from keras_transfer.strategies.peft import add_adapters
+from keras_transfer.strategies.peft import add_lora_adapter
+from keras_transfer.strategies.peft import add_weighted_adapter
+from keras_transfer.strategies.peft import delete_adapter
+from keras_transfer.strategies.peft import disable_adapters
+from keras_transfer.strategies.peft import list_adapters
+from keras_transfer.strategies.peft import set_adapter
+from keras_transfer.strategies.peft import train_adapter
 from keras_transfer.strategies.peft import apply_lora
 from keras_transfer.strategies.peft import load_peft_weights
 from keras_transfer.strategies.peft import merge_lora

@@ -95,6 +95,24 @@ def _redo(owner, peft):
     _set_trainable_state(owner, peft["trainable"])
 
 
+def _with_named_adapters(owner, entries):
+    """`entries` with each LoRA layer's named adapters as they are now
+    (`add_lora_adapter` and its siblings change them after the surgery)."""
+    from keras_transfer.layers._lora_base import LoRABase
+
+    layers = {s.key: s.layer for s in surgery.sites(owner)}
+    result = []
+    for entry in entries:
+        entry = {k: v for k, v in entry.items() if k != "named_adapters"}
+        layer = layers.get(entry["path"])
+        if entry["kind"] == "lora" and isinstance(layer, LoRABase):
+            state = layer.named_adapter_state()
+            if state is not None:
+                entry["named_adapters"] = state
+        result.append(entry)
+    return result
+
+
 def _trainable_state(owner):
     """Which layers are frozen and which weights train, by structural key.
 
@@ -147,7 +165,7 @@ class PEFTOwner:
         return {
             "base": base,
             "peft": {
-                "surgery": _surgery(self),
+                "surgery": _with_named_adapters(self, _surgery(self)),
                 "trainable": _trainable_state(self),
             },
         }

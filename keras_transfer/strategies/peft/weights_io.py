@@ -5,6 +5,7 @@ import numpy as np
 
 from keras_transfer.layers._lora_base import LoRABase
 from keras_transfer.layers.adapter import Adapter
+from keras_transfer.strategies.peft import named
 from keras_transfer.strategies.peft import surgery
 
 
@@ -35,7 +36,7 @@ def _peft_variables(model, by_name=False):
     return found
 
 
-def save_peft_weights(model, filepath):
+def save_peft_weights(model, filepath, adapter_name=None):
     """Saves only the weights that fine-tuning changed to a `.npz` file.
 
     That is every LoRA and adapter weight, plus every weight of the layers
@@ -45,21 +46,31 @@ def save_peft_weights(model, filepath):
     after the same `apply_lora` / `add_adapters` call with
     `load_peft_weights`. Weights are keyed by their position in the model
     (attribute names and layer indices), not by layer names, so the copy
-    may have other auto-generated names (`bert_backbone_1`, ...).
+    may have other auto-generated names (`bert_backbone_1`, ...). The
+    named adapters of the LoRA layers (`add_lora_adapter`) and their
+    current weights are included.
+
+    With `adapter_name`, only that LoRA adapter's factors are saved (its
+    `A`, `B`, and DoRA's `m` for a DoRA default adapter), with its ranks
+    and scales, and nothing else: `load_peft_weights(...,
+    adapter_name=...)` loads them into a model with the same LoRA layers.
 
     Raises:
-        ValueError: if `model` has nothing to save, or `filepath` does not
-            end in `.npz`.
+        ValueError: if `model` has nothing to save, `adapter_name` names no
+            adapter of `model`, or `filepath` does not end in `.npz`.
     """
-    variables = _peft_variables(model)
-    if not variables:
-        raise ValueError(
-            f"Model '{model.name}' has no LoRA or adapter weights to save."
-        )
     if not str(filepath).endswith(".npz"):
         raise ValueError(
             "`filepath` must end in `.npz`. "
             f"Received: filepath={filepath!r}"
+        )
+    if adapter_name is not None:
+        np.savez(filepath, **named.adapter_arrays(model, adapter_name))
+        return
+    variables = _peft_variables(model)
+    if not variables:
+        raise ValueError(
+            f"Model '{model.name}' has no LoRA or adapter weights to save."
         )
     np.savez(
         filepath,
@@ -67,16 +78,32 @@ def save_peft_weights(model, filepath):
     )
 
 
-def load_peft_weights(model, filepath):
+def load_peft_weights(model, filepath, adapter_name=None):
     """Loads weights saved by `save_peft_weights` into `model`.
 
     `model` must have the same LoRA layers / adapters (same targets, ranks
     and bottlenecks) and the same layers training besides them; any
     missing, extra or mis-shaped weight is an error and nothing is loaded.
+
+    With `adapter_name`, `filepath` must hold one adapter
+    (`save_peft_weights(..., adapter_name=...)`); it is loaded as adapter
+    `adapter_name` of `model` (any name: an adapter saved as `"sst2"` may
+    load as `"reviews"`). If `model` has no adapter of that name, it is
+    created first (inactive and frozen: `set_adapter` activates it), with
+    the saved ranks and scales.
     """
-    variables = _peft_variables(model)
     with np.load(filepath) as data:
         stored = dict(data.items())
+    if adapter_name is not None:
+        named.load_adapter_arrays(model, stored, adapter_name, filepath)
+        return
+    if named.META_KEY in stored:
+        raise ValueError(
+            f"{filepath!r} holds a single adapter (saved with "
+            "`adapter_name`): load it with `load_peft_weights(model, "
+            "filepath, adapter_name=...)`."
+        )
+    variables = _peft_variables(model)
     if set(stored) != set(variables):
         by_name = _peft_variables(model, by_name=True)
         if set(stored) == set(by_name):
