@@ -6,3 +6,4 @@ from keras_transfer.models.discrepancy_alignment import DiscrepancyAlignmentMode
 from keras_transfer.models.multi_task import MultiTaskModel
 from keras_transfer.models.cdan import CDANModel
 from keras_transfer.models.mcd import MCDModel
+from keras_transfer.models.information_maximization import InformationMaximizationModel
