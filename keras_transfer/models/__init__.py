@@ -7,3 +7,4 @@ from keras_transfer.models.multi_task import MultiTaskModel
 from keras_transfer.models.cdan import CDANModel
 from keras_transfer.models.mcd import MCDModel
 from keras_transfer.models.raw_input_classifier import RawInputClassifier
+from keras_transfer.models.information_maximization import InformationMaximizationModel

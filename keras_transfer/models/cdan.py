@@ -6,6 +6,12 @@ import keras
 from keras import ops
 
 from keras_transfer._validation import check_int
+from keras_transfer._validation import check_nonnegative
+from keras_transfer.losses.information_maximization import (
+    information_maximization,
+)
+from keras_transfer.models._reporting import batch_size
+from keras_transfer.models._reporting import loss_mean
 from keras_transfer.models.dann import DomainAdversarialModel
 
 
@@ -71,6 +77,12 @@ class CDANModel(DomainAdversarialModel):
     minimises `L_task(source) + domain_loss_weight * L_domain`; the
     reversal makes the features maximise `L_domain`.
 
+    With `information_weight > 0` the model also minimises
+    `information_weight * IM(target logits)`, SHOT's information
+    maximization (`losses.information_maximization`: mean entropy of the
+    target predictions minus the entropy of their batch mean, diversity
+    weight 1), reported as `information_loss`.
+
     `g` comes from applying `task_head` to the features once more inside
     the alignment branch (the task logits themselves are computed as in
     `DomainAdversarialModel`); a head with dropout draws a separate mask
@@ -86,6 +98,8 @@ class CDANModel(DomainAdversarialModel):
         entropy_conditioning: bool, CDAN+E (True, the default) or CDAN.
         randomized_dim: None (the exact multilinear map) or an int > 0.
         seed: optional int, seed of the randomized projections.
+        information_weight: float >= 0, weight of the target information
+            maximization term (0, the default, is plain CDAN / CDAN+E).
         task_loss: a Keras loss; default sparse categorical cross-entropy on
             logits.
         **kwargs: `keras.Model` arguments such as `name`.
@@ -115,6 +129,7 @@ class CDANModel(DomainAdversarialModel):
         entropy_conditioning=True,
         randomized_dim=None,
         seed=None,
+        information_weight=0.0,
         task_loss=None,
         **kwargs,
     ):
@@ -137,6 +152,10 @@ class CDANModel(DomainAdversarialModel):
         if seed is not None:
             seed = check_int(seed, "seed", minimum=0)
         self.entropy_conditioning = entropy_conditioning
+        self.information_weight = check_nonnegative(
+            information_weight, "information_weight"
+        )
+        self.information_loss_tracker = loss_mean("information_loss")
         self.randomized_dim = randomized_dim
         self.seed = seed
         self.randomized_map = (
@@ -205,7 +224,26 @@ class CDANModel(DomainAdversarialModel):
             + ops.sum(w_target * per_example) / ops.sum(w_target)
         )
         self.domain_loss_tracker.update_state(loss)
-        return self.domain_loss_weight * loss
+        total = self.domain_loss_weight * loss
+        if self.information_weight > 0:
+            value = information_maximization(y_pred["target"])
+            self.information_loss_tracker.update_state(
+                value, sample_weight=batch_size(y_pred["target"])
+            )
+            total = total + self.information_weight * value
+        return total
+
+    def _alignment_trackers(self):
+        trackers = super()._alignment_trackers()
+        if self.information_weight > 0:
+            trackers = trackers + [self.information_loss_tracker]
+        return trackers
+
+    def _alignment_metrics(self, y_pred):
+        results = super()._alignment_metrics(y_pred)
+        if self.information_weight > 0:
+            results["information_loss"] = self.information_loss_tracker.result()
+        return results
 
     def get_config(self):
         config = super().get_config()
@@ -214,6 +252,7 @@ class CDANModel(DomainAdversarialModel):
                 "entropy_conditioning": self.entropy_conditioning,
                 "randomized_dim": self.randomized_dim,
                 "seed": self.seed,
+                "information_weight": self.information_weight,
             }
         )
         return config

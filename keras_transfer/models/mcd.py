@@ -3,10 +3,13 @@
 import keras
 from keras import ops
 
+from keras_transfer._validation import check_int
 from keras_transfer._validation import check_nonnegative
-from keras_transfer.layers.gradient_reversal import GradientReversal
 from keras_transfer.models._domain import DomainModelBase
 from keras_transfer.models._domain import _check_submodel
+from keras_transfer.models._reporting import TotalLoss
+from keras_transfer.models._reporting import batch_size
+from keras_transfer.models._reporting import loss_mean
 
 
 def classifier_discrepancy(logits_1, logits_2):
@@ -25,37 +28,44 @@ class MCDModel(DomainModelBase):
 
     A feature extractor `G` and two task heads `F1` (`task_head`) and `F2`
     (`task_head_2`), with the discrepancy `d = mean |softmax F1 -
-    softmax F2|` on target data (mean over examples and classes). Saito et
-    al. alternate three steps per batch: (A) `G, F1, F2` minimise the source
-    cross-entropy `CE1 + CE2`; (B) with `G` fixed, `F1, F2` minimise
-    `CE1 + CE2 - d`; (C) with `F1, F2` fixed, `G` minimises `d` (`num_k = 4`
-    times). Here the three steps are taken *simultaneously*, as one
-    gradient step per batch on
+    softmax F2|` on target data (mean over examples and classes). Each
+    training step takes Saito et al.'s three steps in order on the batch,
+    each on the weights the previous one left:
 
-    `L = CE1(source) + CE2(source) - discrepancy_weight * d(F1(R(f_t)), F2(R(f_t)))`
+    - **A**: `G, F1, F2` minimise `CE1 + CE2` on the source batch;
+    - **B**: `F1, F2` (with `G` fixed) minimise
+      `CE1 + CE2 - discrepancy_weight * d(target)`;
+    - **C**: `G` (with `F1, F2` fixed) minimises
+      `discrepancy_weight * d(target)`, `n_generator_steps` times (the
+      paper's `num_k`, 4).
 
-    where `R` is a `GradientReversal` layer (factor `lambda`) between the
-    target features and the two heads: the heads get the gradient of
-    `CE - discrepancy_weight * d` (step A + B), the features the gradient of
-    `CE + lambda * discrepancy_weight * d` (step A + C, with `lambda` in the
-    role of C's repetitions). This keeps one loss and one optimizer, like
-    `DomainAdversarialModel`; it is not the paper's alternating schedule,
-    whose updates see the other player's *new* weights.
+    Each step is one update of the compiled optimizer on *its* variables
+    only, so the fixed side keeps its weights and its optimizer slots
+    (momentum, Adam moments) untouched; each variable has one set of slots,
+    as with the paper's two optimizers (one for `G`, one for `F1, F2`).
+    `optimizer.iterations` counts batches (a learning-rate schedule sees
+    the batch count; every update of a batch uses the same step). A forward
+    pass runs for every update (so BatchNorm's moving statistics and
+    dropout masks are refreshed `2 + n_generator_steps` times per batch, as
+    in the paper's code). Regularization losses (`model.losses`) are added
+    in every step. The reported figures (`loss`, `task_loss`,
+    `task_loss_2`, `source_accuracy`, `discrepancy`) are those of step A,
+    i.e. of the weights at the start of the batch.
 
     Train with `fit({"source": x_s, "target": x_t}, y_s)`. A plain tensor
     input gives `F1`'s logits (`predict`, `evaluate`), and so do the
     `source`/`target` outputs and accuracies; `task_head_2` is available
-    for the paper's ensemble. Metrics: `task_loss` (F1), `task_loss_2`,
-    `source_accuracy`, `discrepancy`.
+    for the paper's ensemble. The custom `train_step` exists for the
+    TensorFlow and JAX backends.
 
     Args:
         feature_extractor: a Keras model or layer, inputs -> features.
         task_head: features -> class logits (`F1`).
         task_head_2: features -> class logits (`F2`), same shape, with its
             own weights (a second instance, differently initialised).
-        factor: float >= 0, the reversal factor `lambda`; drive it with
-            `GradientReversalScheduler` if wanted.
-        discrepancy_weight: float >= 0.
+        n_generator_steps: int >= 1, updates of `G` in step C (paper: 4).
+        discrepancy_weight: float >= 0, weight of `d` in steps B and C
+            (paper: 1).
         task_loss: a Keras loss for both heads; default sparse categorical
             cross-entropy on logits.
         **kwargs: `keras.Model` arguments such as `name`.
@@ -64,7 +74,7 @@ class MCDModel(DomainModelBase):
 
     ```python
     model = keras_transfer.models.MCDModel(
-        feature_extractor, head_1, head_2, factor=4.0)
+        feature_extractor, head_1, head_2, n_generator_steps=4)
     model.compile(optimizer=keras.optimizers.Adam(2e-4))
     model.fit({"source": xs, "target": xt}, ys, epochs=30)
     ```
@@ -79,7 +89,7 @@ class MCDModel(DomainModelBase):
         feature_extractor,
         task_head,
         task_head_2,
-        factor=1.0,
+        n_generator_steps=4,
         discrepancy_weight=1.0,
         task_loss=None,
         **kwargs,
@@ -91,15 +101,21 @@ class MCDModel(DomainModelBase):
                 "`task_head_2` must be a second head with its own weights, "
                 "not the same object as `task_head`."
             )
-        self.factor = check_nonnegative(factor, "factor")
+        self.n_generator_steps = check_int(
+            n_generator_steps, "n_generator_steps"
+        )
         self.discrepancy_weight = check_nonnegative(
             discrepancy_weight, "discrepancy_weight"
         )
-        self.gradient_reversal = GradientReversal(
-            factor=self.factor, name="gradient_reversal"
+        self.task_loss_2_tracker = loss_mean("task_loss_2")
+        # `loss` = CE1 + CE2 (+ regularization): a total with F2's term.
+        self._retired_ids = tuple(self._retired_ids) + (id(self._total_loss),)
+        self._total_loss = TotalLoss(
+            ("task", "task_2", "target_task", "alignment", "regularization")
         )
-        self.task_loss_2_tracker = keras.metrics.Mean(name="task_loss_2")
         self.discrepancy_tracker = keras.metrics.Mean(name="discrepancy")
+
+    # -- forward -------------------------------------------------------------
 
     def _alignment_outputs(self, features, n_source, source, target, training):
         outputs = {}
@@ -108,21 +124,20 @@ class MCDModel(DomainModelBase):
                 features[:n_source], training=training
             )
         if source is not None and target is not None:
-            reversed_target = self.gradient_reversal(features[n_source:])
-            outputs["target_1_reversed"] = self.task_head(
-                reversed_target, training=training
-            )
-            outputs["target_2_reversed"] = self.task_head_2(
-                reversed_target, training=training
+            # F1's target logits are `y_pred["target"]`.
+            outputs["target_2"] = self.task_head_2(
+                features[n_source:], training=training
             )
         return outputs
 
+    # -- step A (Keras's own train step, over every variable) --------------
+
     def _alignment_loss(self, y_pred):
-        d = classifier_discrepancy(
-            y_pred["target_1_reversed"], y_pred["target_2_reversed"]
-        )
+        # Step A's loss has no discrepancy term; d is reported as it stands
+        # at the start of the batch.
+        d = classifier_discrepancy(y_pred["target"], y_pred["target_2"])
         self.discrepancy_tracker.update_state(d)
-        return -self.discrepancy_weight * d
+        return ops.zeros((), "float32")
 
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
@@ -137,9 +152,163 @@ class MCDModel(DomainModelBase):
                     self.task_loss(y_source, y_pred["source_2"], sample_weight),
                     "float32",
                 )
-                self.task_loss_2_tracker.update_state(second)
+                count = batch_size(y_pred["source_2"])
+                self.task_loss_2_tracker.update_state(second, sample_weight=count)
+                self._total_loss.add("task_2", second, count)
                 total = total + second
         return total
+
+    # -- steps B and C -----------------------------------------------------
+
+    def _step_loss(self, step, y, y_pred, sample_weight, losses):
+        """Loss of step "B" (heads) or "C" (features); no trackers."""
+        d = classifier_discrepancy(y_pred["target"], y_pred["target_2"])
+        if step == "C":
+            loss = self.discrepancy_weight * d
+        else:
+            y_source, _ = self._split_labels(y)
+            loss = (
+                ops.cast(
+                    self.task_loss(y_source, y_pred["source"], sample_weight),
+                    "float32",
+                )
+                + ops.cast(
+                    self.task_loss(y_source, y_pred["source_2"], sample_weight),
+                    "float32",
+                )
+                - self.discrepancy_weight * d
+            )
+        for value in losses:
+            loss = loss + ops.cast(value, "float32")
+        return loss
+
+    def _steps(self):
+        heads = (
+            self.task_head.trainable_variables
+            + self.task_head_2.trainable_variables
+        )
+        return [("B", heads)] + [
+            ("C", self.feature_extractor.trainable_variables)
+        ] * self.n_generator_steps
+
+    def _check_train_inputs(self, x):
+        if not (isinstance(x, dict) and "source" in x and "target" in x):
+            raise ValueError(
+                "`MCDModel` trains on batches that carry both labelled source "
+                "data and unlabelled target data; the target batches never "
+                "arrived. Pass `fit({'source': x_source, 'target': x_target}, "
+                f"y_source)`. Received: {type(x).__name__} inputs"
+                + (f" with keys {sorted(x)}" if isinstance(x, dict) else "")
+            )
+
+    def train_step(self, *args):
+        backend = keras.backend.backend()
+        if backend == "jax":
+            state, data = args
+            x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+            self._check_train_inputs(x)
+            logs, state = super().train_step(state, data)
+            return logs, self._jax_steps_b_c(state, data)
+        if backend == "tensorflow":
+            (data,) = args
+            x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+            self._check_train_inputs(x)
+            logs = super().train_step(data)
+            self._tf_steps_b_c(data)
+            return logs
+        raise NotImplementedError(
+            "`MCDModel`'s three-step train step exists for the TensorFlow "
+            f"and JAX backends. Received backend: {backend!r}"
+        )
+
+    def _tf_steps_b_c(self, data):
+        import tensorflow as tf
+
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        optimizer = self.optimizer
+        iterations = tf.identity(optimizer.iterations)
+        for step, variables in self._steps():
+            with tf.GradientTape() as tape:
+                y_pred = self(x, training=True)
+                loss = self._step_loss(step, y, y_pred, sample_weight, self.losses)
+                scaled = optimizer.scale_loss(loss)
+            grads = tape.gradient(scaled, variables)
+            optimizer.apply(grads, variables)
+            optimizer.iterations.assign(iterations)
+
+    def _jax_steps_b_c(self, state, data):
+        import jax
+
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        trainable, non_trainable, optimizer_values, metrics_values = state
+        optimizer = self.optimizer
+        # Under a LossScaleOptimizer (mixed_float16), steps B and C scale the
+        # loss by its current scale and update through the inner optimizer;
+        # an update with non-finite gradients is skipped (the scale itself
+        # is adjusted by step A, Keras's own step).
+        scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+        inner = optimizer.inner_optimizer if scaled else optimizer
+        model_variables = self.trainable_variables
+        optimizer_variables = optimizer.variables
+        iteration_index = _index(optimizer_variables, inner.iterations)
+        iterations = optimizer_values[iteration_index]
+        scale = (
+            optimizer_values[_index(optimizer_variables, optimizer.dynamic_scale)]
+            if scaled
+            else None
+        )
+        position = {id(v): i for i, v in enumerate(model_variables)}
+        for step, variables in self._steps():
+            index = [position[id(v)] for v in variables]
+
+            def loss_fn(values, trainable, non_trainable):
+                full = list(trainable)
+                for i, value in zip(index, values):
+                    full[i] = value
+                y_pred, non_trainable, losses = self.stateless_call(
+                    full, non_trainable, x, training=True, return_losses=True
+                )
+                loss = self._step_loss(step, y, y_pred, sample_weight, losses)
+                if scale is not None:
+                    loss = loss * ops.cast(scale, loss.dtype)
+                return loss, non_trainable
+
+            old = [trainable[i] for i in index]
+            (_, non_trainable), grads = jax.value_and_grad(
+                loss_fn, has_aux=True
+            )(old, trainable, non_trainable)
+            if scale is not None:
+                grads = [g / ops.cast(scale, g.dtype) for g in grads]
+            mapping = list(zip(model_variables, trainable)) + list(
+                zip(optimizer_variables, optimizer_values)
+            )
+            with keras.StatelessScope(state_mapping=mapping) as scope:
+                inner.apply(grads, variables)
+            new_trainable = [
+                _current(scope, v, value)
+                for v, value in zip(model_variables, trainable)
+            ]
+            new_optimizer = [
+                _current(scope, v, value)
+                for v, value in zip(optimizer_variables, optimizer_values)
+            ]
+            if scale is not None:
+                finite = ops.all(
+                    ops.stack([ops.all(ops.isfinite(g)) for g in grads])
+                )
+                new_trainable = [
+                    ops.where(finite, a, b)
+                    for a, b in zip(new_trainable, trainable)
+                ]
+                new_optimizer = [
+                    ops.where(finite, a, b)
+                    for a, b in zip(new_optimizer, optimizer_values)
+                ]
+            trainable, optimizer_values = new_trainable, new_optimizer
+            optimizer_values[iteration_index] = iterations
+        return trainable, non_trainable, optimizer_values, metrics_values
+
+    # -- metrics and config ------------------------------------------------
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         results = super().compute_metrics(x, y, y_pred, sample_weight)
@@ -152,6 +321,19 @@ class MCDModel(DomainModelBase):
     def _alignment_metrics(self, y_pred):
         return {"discrepancy": self.discrepancy_tracker.result()}
 
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
+        """As `DomainAdversarialModel.compile`; one optimizer, applied in
+        each of the three steps to that step's variables. Not with
+        `gradient_accumulation_steps` (the steps are not one gradient)."""
+        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+        if getattr(self.optimizer, "gradient_accumulation_steps", None):
+            raise ValueError(
+                "`MCDModel` updates its parts in three steps per batch, "
+                "which gradient accumulation would merge. Received an "
+                "optimizer with gradient_accumulation_steps="
+                f"{self.optimizer.gradient_accumulation_steps!r}"
+            )
+
     def get_config(self):
         config = super().get_config()
         config.update(
@@ -159,7 +341,7 @@ class MCDModel(DomainModelBase):
                 "task_head_2": keras.saving.serialize_keras_object(
                     self.task_head_2
                 ),
-                "factor": self.factor,
+                "n_generator_steps": self.n_generator_steps,
                 "discrepancy_weight": self.discrepancy_weight,
             }
         )
@@ -173,3 +355,12 @@ class MCDModel(DomainModelBase):
                 ("feature_extractor", "task_head", "task_head_2", "task_loss"),
             )
         )
+
+
+def _index(variables, variable):
+    return next(i for i, v in enumerate(variables) if v is variable)
+
+
+def _current(scope, variable, value):
+    new = scope.get_current_value(variable)
+    return value if new is None else new

@@ -94,6 +94,21 @@ class CDANModelTest(TestCase, parameterized.TestCase):
         loss = model.compute_loss({"source": xs, "target": xt}, ys, out, training=True)
         self.assertAllClose(loss, float(task) + 0.5 * domain, atol=1e-5)
 
+    def test_information_weight_adds_target_information_maximization(self):
+        xs, ys, xt, _ = _data()
+        model = CDANModel(*_parts(), domain_loss_weight=0.5, information_weight=0.8)
+        out = model({"source": xs, "target": xt})
+        task = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(ys, out["source"])
+        domain = _reference_domain_loss(model, xs, xt, True)
+        z = keras.ops.convert_to_numpy(out["target"]).astype(np.float64)
+        p = np.exp(z - z.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        im = np.mean(-np.sum(p * np.log(p), 1)) + np.sum(p.mean(0) * np.log(p.mean(0)))
+        loss = model.compute_loss({"source": xs, "target": xt}, ys, out, training=True)
+        self.assertAllClose(loss, float(task) + 0.5 * domain + 0.8 * im, atol=1e-5)
+        self.assertAllClose(model.information_loss_tracker.result(), im, atol=1e-5)
+        self.assertEqual(CDANModel.from_config(model.get_config()).information_weight, 0.8)
+
     def test_entropy_weights(self):
         xs, _, xt, _ = _data()
         model = CDANModel(*_parts())
