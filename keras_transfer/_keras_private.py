@@ -148,3 +148,31 @@ def untrack_variable(layer, variable):
     No public API drops a variable from a built layer.
     """
     layer._untrack_variable(variable)
+
+
+def backup_files(callback):
+    """The files a `keras.callbacks.BackupAndRestore` writes: (weights,
+    training metadata, previous weights, previous metadata). Keras keeps
+    their paths in private attributes (`keras/src/callbacks/backup_and_restore.py`)
+    and offers no public way to ask whether a backup exists or at which epoch
+    it resumes."""
+    return (
+        callback._weights_path,
+        callback._training_metadata_path,
+        callback._prev_weights_path,
+        callback._prev_training_metadata_path,
+    )
+
+
+def backup_epoch(callback):
+    """The epoch a `BackupAndRestore` would resume at (0: no backup), read
+    from its metadata file (JSON with an `"epoch"` key)."""
+    import json
+    import os
+
+    path = backup_files(callback)[1]
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        return int(json.load(f)["epoch"])
+

@@ -5,6 +5,8 @@ If a Keras release changes `_flatten_layers` or the split between
 the name of the helper that needs mending.
 """
 
+import os
+
 import keras
 import numpy as np
 
@@ -185,3 +187,27 @@ class KerasPrivateTest(TestCase):
         _keras_private.untrack_variable(dense, extra)
         self.assertEqual([v.name for v in dense.weights], ["kernel", "fixed"])
         self.assertTrue(dense._tracker.locked)
+
+    def test_backup_files_and_epoch_follow_backup_and_restore(self):
+        backup_dir = os.path.join(self.get_temp_dir(), "backup")
+        callback = keras.callbacks.BackupAndRestore(backup_dir)
+        files = _keras_private.backup_files(callback)
+        self.assertLen(files, 4)
+        self.assertEqual(_keras_private.backup_epoch(callback), 0)
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        model.compile("sgd", "mse")
+        x, y = np.ones((4, 2), "float32"), np.ones((4, 1), "float32")
+
+        class Stop(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                if epoch == 1:
+                    raise RuntimeError("interrupted")
+
+        with self.assertRaises(RuntimeError):
+            model.fit(x, y, epochs=4, verbose=0, callbacks=[callback, Stop()])
+        # Keras wrote its backup where the helper says; epochs 0 and 1 ended,
+        # so a new `fit` resumes at epoch 2.
+        self.assertTrue(os.path.exists(files[0]))
+        self.assertTrue(os.path.exists(files[1]))
+        self.assertEqual(_keras_private.backup_epoch(callback), 2)
+

@@ -1,12 +1,12 @@
 """Fine-tuning recipes: `fine_tune`, fastai's two phases in one call."""
 
-import json
 import math
 import os
 
 import keras
 import numpy as np
 
+from keras_transfer import _keras_private
 from keras_transfer._keras_private import all_layers
 from keras_transfer._validation import check_int
 from keras_transfer._validation import check_positive
@@ -565,20 +565,11 @@ def _backups(callbacks):
 
 def _backup_epoch(callback):
     """The epoch a `BackupAndRestore` would resume at (0: no backup)."""
-    path = callback._training_metadata_path
-    if not os.path.exists(path):
-        return 0
-    with open(path) as f:
-        return int(json.load(f)["epoch"])
+    return _keras_private.backup_epoch(callback)
 
 
 def _remove_backup(callback):
-    for path in (
-        callback._weights_path,
-        callback._training_metadata_path,
-        callback._prev_weights_path,
-        callback._prev_training_metadata_path,
-    ):
+    for path in _keras_private.backup_files(callback):
         if os.path.exists(path):
             os.remove(path)
 
