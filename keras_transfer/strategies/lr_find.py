@@ -99,26 +99,46 @@ class LRFinderResult:
         )
 
 
+def _is_arrays(value):
+    """An array, or a dict / list of arrays (a multi-input `x`)."""
+    leaves = keras.tree.flatten(value)
+    return bool(leaves) and all(hasattr(a, "shape") for a in leaves)
+
+
+def _as_numpy(structure):
+    return keras.tree.map_structure(np.asarray, structure)
+
+
 def _batches(data, batch_size, seed):
-    """Yields `(x, y[, sample_weight])` batches forever."""
+    """Yields `(x, y[, sample_weight])` batches of NumPy arrays forever.
+
+    `data` is `(x, y[, sample_weight])` with `x` an array or a dict of
+    arrays, or an iterable of such batches (a `tf.data.Dataset`, ...), whose
+    tensors are turned into NumPy arrays (`train_on_batch` on JAX takes no
+    `tf.Tensor`).
+    """
     if isinstance(data, tuple) and len(data) in (2, 3) and all(
-        hasattr(a, "shape") for a in data
+        _is_arrays(a) for a in data
     ):
-        count = len(data[0])
+        count = len(keras.tree.flatten(data[0])[0])
         rng = np.random.default_rng(seed)
         while True:
             order = rng.permutation(count)
             for start in range(0, count - batch_size + 1, batch_size):
                 index = order[start : start + batch_size]
-                yield tuple(np.asarray(a)[index] for a in data)
+                yield tuple(
+                    keras.tree.map_structure(lambda a: np.asarray(a)[index], part)
+                    for part in data
+                )
             if count < batch_size:
-                yield tuple(np.asarray(a) for a in data)
+                yield tuple(_as_numpy(part) for part in data)
     else:
         while True:
             empty = True
             for batch in data:
                 empty = False
-                yield batch if isinstance(batch, tuple) else (batch,)
+                batch = batch if isinstance(batch, tuple) else (batch,)
+                yield tuple(_as_numpy(part) for part in batch)
             if empty or iter(data) is data:
                 # An exhausted iterator cannot restart: end the test here.
                 return

@@ -138,6 +138,33 @@ class LRFindTest(TestCase, parameterized.TestCase):
         with self.assertRaisesRegex(ValueError, "got no batch"):
             lr_find(model, [], 1e-4, 1e-1)
 
+    def test_tf_dataset_and_dict_inputs_give_the_array_losses(self):
+        # Regression: a tf.data.Dataset fed tf.Tensors to a JAX model, and a
+        # (dict x, y) tuple was taken for an iterable of batches.
+        tf = pytest.importorskip("tensorflow")
+        x = np.linspace(-1, 1, 16, dtype="float32")[:, None]
+        y = np.zeros((16, 1), "float32")
+
+        def losses(data, dict_input=False):
+            keras.utils.set_random_seed(0)
+            if dict_input:
+                inputs = {"a": keras.Input((1,), name="a")}
+                outputs = keras.layers.Dense(1, use_bias=False, kernel_initializer="ones")(
+                    inputs["a"]
+                )
+                model = keras.Model(inputs, outputs)
+                model.compile(keras.optimizers.SGD(0.1), "mse", jit_compile=False)
+            else:
+                model = _square_model(keras.optimizers.SGD(0.1))
+            found = lr_find(model, data, 1e-3, 1e-1, num_steps=6, batch_size=16,
+                            stop_factor=None)
+            return np.asarray(found.raw_losses)
+
+        expected = losses((x, y))
+        dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+        self.assertAllClose(losses(dataset), expected)
+        self.assertAllClose(losses(({"a": x}, y), dict_input=True), expected)
+
     def test_plot(self):
         import matplotlib
 
