@@ -144,6 +144,13 @@ def add_arguments(parser, _args):
         help="l2sp: weight decay of the head (beta/2 ||w_head||^2)",
     )
     parser.add_argument(
+        "--distribution", choices=("none", "data_parallel"), default="none",
+        help="data_parallel: fit under keras.distribution.DataParallel over "
+        "every device Keras lists (JAX backend only; the batch size and the "
+        "last batch of the training, validation and test examples must be "
+        "multiples of the device count); not with feature_extraction or auto",
+    )
+    parser.add_argument(
         "--lr-find-steps", type=_args.int_in(6, 10_000), default=LR_FIND_STEPS,
         help="with --learning-rate find: steps of the range test",
     )
@@ -184,6 +191,13 @@ def check_options(args, given):
             f"--lr-find-steps {args.lr_find_steps} has no effect without "
             "--learning-rate find. Allowed: --lr-find-steps only with "
             "--learning-rate find"
+        )
+    if args.distribution != "none" and strategy in ("feature_extraction", "auto"):
+        raise UsageError(
+            f"--distribution {args.distribution!r} has no effect with --strategy "
+            f"{strategy!r} (a linear head on cached features, or a choice made "
+            "at run time). Allowed: --distribution with --strategy "
+            "fine_tuning, gradual, lora, adapters or l2sp"
         )
     if args.learning_rate == "find" and strategy == "feature_extraction":
         raise UsageError(
@@ -586,6 +600,18 @@ def run(args, base, x, y, x_test, y_test, num_classes, tensorboard, run_dir):
             f"validation examples of the {len(y)} training examples. Allowed: "
             "more data (two or more examples of a class) or a larger fraction"
         )
+    if args.distribution != "none":
+        import keras
+
+        check_sizes(
+            args, keras.distribution.distribution(),
+            training_examples=len(fit_idx), validation_examples=len(val_idx),
+            test_examples=len(y_test),
+        )
+        settings["distribution"] = {
+            "kind": args.distribution,
+            "devices": list(keras.distribution.list_devices()),
+        }
     x_fit, y_fit = _take(x, fit_idx), y[fit_idx]
     validation = (_take(x, val_idx), y[val_idx])
     settings.update(
@@ -648,3 +674,59 @@ def run(args, base, x, y, x_test, y_test, num_classes, tensorboard, run_dir):
         "validation_loss": float(logs["val_cross_entropy"][-1]),
     }
     return model, settings, scores
+
+
+def start_distribution(args):
+    """`--distribution data_parallel`: sets `keras.distribution.DataParallel`
+    over every device, before any model is built. Returns the device count
+    (1 without a distribution)."""
+    if args.distribution == "none":
+        return 1
+    import keras
+
+    from keras_transfer.distribution import check_backend
+
+    try:
+        check_backend("--distribution 'data_parallel'")
+    except ValueError as e:
+        raise UsageError(
+            f"--distribution {args.distribution!r} needs the JAX backend "
+            f"(keras.distribution runs on JAX only); this run uses "
+            f"{keras.backend.backend()!r}. Allowed: KERAS_BACKEND=jax, or "
+            "--distribution none"
+        ) from e
+    distribution = keras.distribution.DataParallel()
+    devices = check_sizes(args, distribution, batch_size=args.batch_size)
+    keras.distribution.set_distribution(distribution)
+    return devices
+
+
+def check_sizes(args, distribution, **sizes):
+    """Checks each pass's batches split evenly over the devices.
+
+    `sizes`: `batch_size=` and/or `what=number of examples` (each passed
+    through in batches of `--batch-size`).
+    """
+    from keras_transfer.distribution import check_distribution
+
+    batch_size = sizes.pop("batch_size", args.batch_size)
+    try:
+        devices = check_distribution(distribution, batch_size=batch_size)
+    except ValueError:
+        devices = distribution.device_mesh.shape[0]
+        raise UsageError(
+            f"--batch-size {batch_size} is not a multiple of the {devices} "
+            "devices --distribution 'data_parallel' splits each batch over. "
+            f"Allowed: a multiple of {devices}"
+        )
+    for what, count in sizes.items():
+        last = count % batch_size
+        if last % devices:
+            raise UsageError(
+                f"--batch-size {batch_size}: the {count} {what.replace('_', ' ')} "
+                f"end in a batch of {last}, which the {devices} devices of "
+                "--distribution 'data_parallel' cannot split evenly. Allowed: "
+                "a batch size, --n-train, --n-test or --validation-fraction "
+                f"that leaves last batches that are multiples of {devices}"
+            )
+    return devices

@@ -295,6 +295,7 @@ def _run_in(args, run_dir, output, start_time):
     import numpy as np
 
     keras.utils.set_random_seed(args.seed)
+    _strategies.start_distribution(args)
     modality, (x, y), (x_test, y_test), class_names = _inputs.load_data(args)
     base = _inputs.load_base(args, modality)
     x = _inputs.prepare_inputs(args, base, x)
