@@ -162,6 +162,10 @@ class FineTuningStrategiesTest(TestCase):
         results, _ = fit(
             self.get_temp_dir(), *IMAGES, "--strategy", "l2sp", "--epochs", "2",
             "--warmup-epochs", "1", "--l2sp-alpha", "0.5", "--learning-rate", "1e-4",
+            # 50 fitted examples in 5 equal batches: the epoch's loss (a mean
+            # weighted by batch size) and the penalty (a mean over batches)
+            # average alike.
+            "--batch-size", "10",
         )
         chosen = results["chosen"]
         penalty = np.array(chosen["l2sp_penalty_per_epoch"])
