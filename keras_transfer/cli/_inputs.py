@@ -174,7 +174,10 @@ def load_base(args, data_modality):
     elif os.path.isdir(args.base):
         kwargs["sequence_length"] = args.sequence_length
     try:
-        base = load(args.base, **kwargs)
+        if os.path.isfile(args.base):
+            base = load_keras_file(args, data_modality)
+        else:
+            base = load(args.base, **kwargs)
     except (ValueError, ImportError, OSError) as e:
         raise UsageError(f"--base {args.base!r}: {_args.cli_spelling(e)}")
     if base.modality != data_modality:
@@ -212,3 +215,87 @@ def prepare_inputs(args, base, x):
         inputs = base.preprocessor(np.asarray(x, dtype=object).astype(str))
         return {k: np.asarray(v) for k, v in inputs.items()}
     return to_rgb(x, image_size_of(args, base))
+
+
+def load_keras_file(args, data_modality):
+    """`--base` a `.keras` file: a Functional model, or a Sequential one.
+
+    A Sequential model built with `keras.Input` (or `build`) keeps its input
+    shape; one that was never built takes the shape of the data: square RGB
+    images of `--image-size` (default 224 for image folders, 96 for the
+    built-in datasets). Either is wrapped in a Functional model with that
+    input, so every strategy sees defined inputs. Anything else (a file
+    that is not a Keras model, a layer, a subclassed model without inputs,
+    text models without a tokenizer, outputs a head cannot take) is a
+    one-line `UsageError`.
+    """
+    import keras
+
+    from keras_transfer.backbones import Base
+    from keras_transfer.backbones.base import _image_size
+    from keras_transfer.backbones.base import _modality
+
+    path = args.base
+    try:
+        model = keras.models.load_model(path)
+    except Exception as e:  # noqa: BLE001 -- a zip, JSON or class error
+        message = " ".join(str(e).split())[:300]
+        raise UsageError(
+            f"--base {path!r} could not be loaded as a Keras model "
+            f"({type(e).__name__}: {message}). Allowed: a .keras file saved by "
+            "model.save(), holding a Functional or Sequential model"
+        )
+    if not isinstance(model, keras.Model):
+        raise UsageError(
+            f"--base {path!r} holds a {type(model).__name__}, not a model. "
+            "Allowed: a .keras file holding a Functional or Sequential model"
+        )
+    if isinstance(model, keras.Sequential):
+        try:
+            inputs = model.inputs[0]
+            shape = tuple(inputs.shape[1:])
+        except (ValueError, AttributeError, IndexError):
+            if data_modality != "image":
+                raise UsageError(
+                    f"--base {path!r} is a Sequential model without an input "
+                    f"shape, and {data_modality} data cannot give it one. "
+                    "Allowed: a Sequential model built with keras.Input, or "
+                    "image data"
+                )
+            size = args.image_size or (224 if os.path.isdir(args.data) else DEFAULT_IMAGE_SIZE)
+            shape = (size, size, 3)
+        inputs = keras.Input(shape, name="images" if len(shape) == 3 else None)
+        try:
+            outputs = model(inputs)
+        except Exception as e:  # noqa: BLE001
+            message = " ".join(str(e).split())[:300]
+            raise UsageError(
+                f"--base {path!r}: its Sequential model cannot take inputs of "
+                f"shape {(None,) + shape} ({message}). Allowed: a model that "
+                "takes the data's inputs (RGB images for image data)"
+            )
+        model = keras.Model(inputs, outputs, name=f"{model.name}_base")
+    else:
+        try:
+            model.input
+        except (ValueError, AttributeError):
+            raise UsageError(
+                f"--base {path!r} holds a subclassed model "
+                f"({type(model).__name__}) without defined inputs. Allowed: "
+                "a Functional or Sequential model, or a keras-hub preset folder"
+            )
+    modality = _modality(model)
+    if modality == "text":
+        raise UsageError(
+            f"--base {path!r} takes token ids but a .keras file carries no "
+            "tokenizer. Allowed: a keras-hub preset folder (with its "
+            "tokenizer) for text, or 'minilm'"
+        )
+    if isinstance(model.output, (list, tuple, dict)) or len(model.output.shape) not in (2, 3, 4):
+        raise UsageError(
+            f"--base {path!r} outputs {keras.tree.map_structure(lambda t: t.shape, model.output)}; "
+            "a classifier head needs one tensor of shape (batch, features), "
+            "(batch, steps, features) or (batch, height, width, channels). "
+            "Allowed: a model with one such output"
+        )
+    return Base(model, modality, None, _image_size(model), path)

@@ -18,12 +18,12 @@ from keras_transfer.cli import _head
 from keras_transfer.cli import _inputs
 from keras_transfer.cli import _run_folder
 from keras_transfer.cli import _serving
+from keras_transfer.cli import _strategies
 from keras_transfer.cli._args import UsageError
 
 NAME = "fit"
-# The strategies `fit` has options for; `--strategy` also takes any other
-# registered name (checked when the command runs).
-KNOWN_STRATEGIES = ("feature_extraction", "fine_tuning")
+# The strategies `fit` runs (one function each in `_strategies`).
+KNOWN_STRATEGIES = _strategies.STRATEGIES
 
 EXAMPLES = """\
 examples:
@@ -32,6 +32,11 @@ examples:
   keras-transfer fit --data reviews.csv --text-column review --label-column verdict
   keras-transfer fit --base efficientnet_lite0 --data fashion_mnist --strategy fine_tuning --epochs 2
   keras-transfer fit --base speech_embedding --data path/to/recordings/  # one sub-folder of .wav per class
+  keras-transfer fit --strategy auto          # measures size and similarity, picks and runs a strategy
+  keras-transfer fit --strategy lora --lora-rank 4 --learning-rate find
+  keras-transfer fit --strategy gradual --stages 3 --lr-factor 0.4
+  keras-transfer fit --strategy adapters --adapter-size 32
+  keras-transfer fit --strategy l2sp --l2sp-alpha 0.1
 """
 
 
@@ -73,8 +78,10 @@ def add_parser(commands):
         "--strategy",
         default="feature_extraction",
         help=(
-            "how to transfer: " + ", ".join(KNOWN_STRATEGIES) + " (or another "
-            "name in keras_transfer.strategies.available_strategies())"
+            "how to transfer: " + ", ".join(KNOWN_STRATEGIES) + " (auto: "
+            "measures the target size and its similarity to reference data "
+            "like the base's pretraining data, and runs recommend_strategy's "
+            "choice)"
         ),
     )
     fit.add_argument(
@@ -82,27 +89,36 @@ def add_parser(commands):
         type=_args.int_in(1, 10_000),
         default=None,
         help=(
-            "training epochs (for fine_tuning: epochs after the head warm-up); "
-            "feature_extraction: default the best epoch on the validation "
-            f"split, stopped early (up to {_head.MAX_EPOCHS}); 3 otherwise"
+            "training epochs (after the head warm-up); feature_extraction: "
+            "default the best epoch on the validation split, stopped early "
+            f"(up to {_head.MAX_EPOCHS}); gradual: default (stages + 1) x "
+            "epochs-per-stage; 3 otherwise"
         ),
     )
     fit.add_argument(
         "--warmup-epochs",
         type=_args.int_in(1, 1_000),
         default=2,
-        help="fine_tuning only: head-only epochs before the base is unfrozen",
+        help=(
+            "fine_tuning, lora, adapters, l2sp: head-only epochs on cached "
+            f"features (Adam {_strategies.HEAD_LEARNING_RATE:g}) before the "
+            "strategy's own phase"
+        ),
     )
     fit.add_argument("--batch-size", type=_args.int_in(1, 65_536), default=32)
     fit.add_argument(
         "--learning-rate",
-        type=_args.float_in(0.0, 10.0),
+        type=_strategies.learning_rate,
         default=None,
         help=(
             "Adam learning rate of the head (feature_extraction; default: the "
             "best of " + ", ".join(f"{r:g}" for r in _head.LEARNING_RATES)
-            + " on the validation split) or of the unfrozen base (fine_tuning, "
-            "default 1e-5)"
+            + " on the validation split) or of the strategy's own phase "
+            "(default " + ", ".join(
+                f"{k} {v:g}" for k, v in _strategies.DEFAULT_LEARNING_RATES.items()
+            ) + "; gradual: the head's, lower groups get --lr-factor powers "
+            "of it); 'find': the suggestion of a learning-rate range test "
+            "(strategies.lr_find) on the training split, recorded in results.json"
         ),
     )
     fit.add_argument(
@@ -121,8 +137,9 @@ def add_parser(commands):
         default=0.2,
         help=(
             "share of each class of the TRAINING examples held out to choose "
-            "the head's settings and epochs (the test examples are never used "
-            "for that); the head is then refitted on all training examples"
+            "the head's settings and epochs (feature_extraction, then refitted "
+            "on all training examples) or to monitor every epoch (the other "
+            "strategies); the test examples only give the final score"
         ),
     )
     fit.add_argument(
@@ -196,17 +213,16 @@ def add_parser(commands):
         help="CSV data: a row with an empty text or label or the wrong number of "
         "fields stops the run naming its line (error), or is skipped with a count (warn)",
     )
+    _strategies.add_arguments(fit, _args)
     _args.add_common_arguments(fit)
     return fit
 
 
 def _check_options(args):
-    from keras_transfer.strategies import available_strategies
-
-    if args.strategy not in available_strategies():
+    if args.strategy not in KNOWN_STRATEGIES:
         raise UsageError(
             f"--strategy {args.strategy!r} is not a known strategy. Allowed: "
-            f"{', '.join(available_strategies())}"
+            f"{', '.join(KNOWN_STRATEGIES)}"
         )
     _inputs.check_base_and_data(args)
     _check_applicable(args)
@@ -232,9 +248,6 @@ def _check_applicable(args):
         (_CSV_OPTIONS, not is_csv, "CSV data (--data a .csv/.tsv file)"),
         (("image_size",), is_text or is_audio, "image data"),
         (("sequence_length",), is_image or is_audio, "text data"),
-        (("warmup_epochs",), args.strategy != "fine_tuning", "--strategy fine_tuning"),
-        (("l2", "validation_fraction"), args.strategy != "feature_extraction",
-         "--strategy feature_extraction"),
     )
     for names, unused, where in rules:
         for name in names:
@@ -245,6 +258,8 @@ def _check_applicable(args):
                     f"{args.data!r} and --strategy {args.strategy!r}. Allowed: "
                     f"{option} only with {where}"
                 )
+    # Options of some strategies only (the table is in `_strategies`).
+    _strategies.check_options(args, given)
 
 
 def _defaults():
@@ -283,11 +298,8 @@ def _run_in(args, run_dir, output, start_time):
     import keras
     import numpy as np
 
-    from keras_transfer.strategies import FeatureCache
-    from keras_transfer.strategies import build_classifier
-    from keras_transfer.strategies import get_strategy
-
     keras.utils.set_random_seed(args.seed)
+    _strategies.start_distribution(args)
     modality, (x, y), (x_test, y_test), class_names = _inputs.load_data(args)
     base = _inputs.load_base(args, modality)
     x = _inputs.prepare_inputs(args, base, x)
@@ -299,43 +311,10 @@ def _run_in(args, run_dir, output, start_time):
         )
 
     tensorboard = keras.callbacks.TensorBoard(log_dir=run_dir)
-    settings = {}
-    if args.strategy == "feature_extraction":
-        model, history, settings = _head.fit_feature_extraction(
-            args, base.model, x, y, x_test, y_test, len(class_names), tensorboard
-        )
-    else:
-        model = build_classifier(base.model, num_classes=len(class_names))
-        options = dict(
-            validation_data=(x_test, y_test),
-            batch_size=args.batch_size,
-            callbacks=[tensorboard],
-            verbose=args.verbose,
-        )
-        if args.strategy == "fine_tuning":
-            # The frozen base runs once over the data for the warm-up.
-            options["cache"] = FeatureCache(
-                base.model, batch_size=args.batch_size, verbose=args.verbose
-            )
-            options["epochs"] = args.epochs or 3
-            options["warmup_epochs"] = args.warmup_epochs
-            options["learning_rate"] = args.learning_rate or 1e-5
-            settings.update(warmup_epochs=args.warmup_epochs)
-        else:
-            options["epochs"] = args.epochs or 3
-            if args.learning_rate is not None:
-                options["learning_rate"] = args.learning_rate
-        settings.update(epochs=options["epochs"], learning_rate=options.get("learning_rate"))
-        histories = get_strategy(args.strategy)(
-            base.model, model.get_layer("head"), x, y, **options
-        )
-        if not isinstance(histories, (tuple, list)):
-            histories = (histories,)
-        history = [h for h in histories if h is not None][-1]
-    # The last epoch's validation metrics are the final model evaluated on
-    # the held-out set (no epoch is picked by them).
-    test_accuracy = float(history.history["val_accuracy"][-1])
-    test_loss = float(history.history["val_loss"][-1])
+    model, settings, scores = _strategies.run(
+        args, base, x, y, x_test, y_test, len(class_names), tensorboard, run_dir
+    )
+    test_accuracy, test_loss = scores["test_accuracy"], scores["test_loss"]
 
     results = {
         "base": args.base,
@@ -349,6 +328,8 @@ def _run_in(args, run_dir, output, start_time):
         "total_params": _count(model.weights),
         "test_accuracy": test_accuracy,
         "test_loss": test_loss,
+        "validation_accuracy": scores["validation_accuracy"],
+        "validation_loss": scores["validation_loss"],
         "logdir": run_dir,
         "model": output,
         "seed": args.seed,
@@ -393,17 +374,36 @@ def _check_saved(keras, np, model, path, x_test, output):
 
 
 def _print_results(results):
+    chosen = results["chosen"]
+    strategy = results["strategy"]
+    if chosen.get("strategy", strategy) != strategy:
+        strategy = f"{strategy} -> {chosen['strategy']}"
     rows = [
-        ("strategy", results["strategy"]),
+        ("strategy", strategy),
         ("base", results["base"]),
         ("data", f"{results['data']} ({len(results['classes'])} classes)"),
         ("training examples", f"{results['n_train']:,}"),
         ("held-out examples", f"{results['n_test']:,}"),
         ("epochs", str(results["epochs"])),
     ]
-    for key in ("learning_rate", "l2"):
-        if results["chosen"].get(key) is not None:
-            rows.append((key.replace("_", " "), f"{results['chosen'][key]:g}"))
+    if "auto" in chosen:
+        rows.append(("auto: why", chosen["auto"]["reason"]))
+        rows.append(("auto: compared with", chosen["auto"]["reference"]))
+    for key in ("learning_rate", "l2", "warmup_epochs", "stages", "lr_factor",
+                "lora_rank", "lora_alpha", "adapter_size", "l2sp_alpha",
+                "l2sp_beta", "weight_drift"):
+        if chosen.get(key) is not None:
+            rows.append((key.replace("_", " "), f"{chosen[key]:g}"))
+    if "lr_find" in chosen:
+        rows.append(("learning rate from", f"lr_find, {chosen['lr_find']['steps']} steps"))
+    if "stage_per_epoch" in chosen:
+        rows.append(("stage per epoch", " ".join(map(str, chosen["stage_per_epoch"]))))
+    if results.get("validation_accuracy") is not None:
+        rows.append((
+            "validation accuracy",
+            f"{results['validation_accuracy']:.4f} ({chosen['n_validation']:,} "
+            "training examples held out)",
+        ))
     rows += [
         ("trainable params", f"{results['trainable_params']:,}"),
         ("total params", f"{results['total_params']:,}"),
