@@ -369,17 +369,20 @@ class CSVOptionsTest(TestCase):
 
 
 HELP_WITHOUT_PARENT = """
-import importlib.util, sys, types
-# The CLI package alone: `keras_transfer/__init__.py` (which imports every
-# subpackage, hence Keras) is not run, so this measures the CLI's own imports.
-spec = importlib.util.find_spec("keras_transfer")
-package = types.ModuleType("keras_transfer")
-package.__path__ = list(spec.submodule_search_locations)
-sys.modules["keras_transfer"] = package
-from keras_transfer.cli import main
-code = main(sys.argv[1:])
+import sys
+# The console script's launcher (setup.cfg: keras-transfer = keras_transfer_cli:main).
+import keras_transfer_cli
+code = keras_transfer_cli.main(sys.argv[1:])
 print("EXIT", code)
 print("HEAVY", sorted(m for m in ("keras", "tensorflow", "jax", "numpy") if m in sys.modules))
+"""
+
+THROUGH_THE_LAUNCHER = """
+import sys
+import keras_transfer_cli
+code = keras_transfer_cli.main(sys.argv[1:])
+print("EXIT", code)
+print("PACKAGE", hasattr(sys.modules.get("keras_transfer"), "layers"))
 """
 
 
@@ -400,6 +403,31 @@ class SharedBehaviourTest(TestCase):
         self.assertIn("HEAVY []", result.stdout)
         # Each command's help ends with examples.
         self.assertIn("examples:\n  keras-transfer fit ", result.stdout)
+
+    def test_console_script_is_the_light_launcher(self):
+        from importlib.metadata import entry_points
+
+        scripts = {e.name: e.value for e in entry_points(group="console_scripts")}
+        self.assertEqual(scripts.get("keras-transfer"), "keras_transfer_cli:main")
+
+    def test_launcher_runs_a_command_with_the_real_package(self):
+        # "-h" given as an input (after "--") is not a help request: the
+        # command runs, with `keras_transfer/__init__` imported (registered
+        # classes), and fails on the missing model in one line.
+        result = subprocess.run(
+            [sys.executable, "-c", THROUGH_THE_LAUNCHER, "predict", "missing.keras", "--", "-h"],
+            capture_output=True, text=True, cwd=REPO_ROOT, timeout=300,
+        )
+        self.assertIn("EXIT 2", result.stdout)
+        self.assertIn("PACKAGE True", result.stdout)
+        self.assertIn("MODEL 'missing.keras' does not exist", result.stderr)
+        # A usage error is reported without importing the package.
+        result = subprocess.run(
+            [sys.executable, "-c", HELP_WITHOUT_PARENT, "fit", "--seed", "-1", "--help"],
+            capture_output=True, text=True, cwd=REPO_ROOT, timeout=300,
+        )
+        self.assertIn("EXIT 2", result.stdout)
+        self.assertIn("HEAVY []", result.stdout)
 
     def test_numeric_options_are_bounded(self):
         for option, value, allowed in (
