@@ -44,6 +44,32 @@ def is_graph_model(layer):
     )
 
 
+def model_input(model):
+    """`model.input`, also for a Sequential model, whose `input` raises
+    ("has never been called") even when it starts with `keras.Input` or
+    was loaded from a `.keras` file; its `inputs` list is set. One input
+    gives that tensor, several the list (a dict for a Functional model with
+    named inputs, as `model.input` gives it)."""
+    try:
+        return model.input
+    except AttributeError:
+        inputs = model.inputs
+        if not inputs:
+            raise
+        return inputs[0] if len(inputs) == 1 else list(inputs)
+
+
+def model_output(model):
+    """`model.output`, also for a Sequential model (see `model_input`)."""
+    try:
+        return model.output
+    except AttributeError:
+        outputs = model.outputs
+        if not outputs:
+            raise
+        return outputs[0] if len(outputs) == 1 else list(outputs)
+
+
 def can_clone(model):
     """Whether `keras.models.clone_model` rebuilds `model` faithfully: plain
     Sequential and Functional models, not subclasses (a keras-hub backbone

@@ -5,6 +5,9 @@ import os
 
 import keras
 
+from keras_transfer._walk import model_input
+from keras_transfer._walk import model_output
+
 BASE_NAMES = ("minilm", "efficientnet_lite0", "speech_embedding")
 MODALITIES = ("text", "image", "audio", "features")
 _ALLOWED = (
@@ -41,7 +44,7 @@ class Base:
     @property
     def output_dim(self):
         """int, the last dimension of the model's output."""
-        return int(self.model.output.shape[-1])
+        return int(model_output(self.model).shape[-1])
 
 
 def load_base(spec, **kwargs):
@@ -141,7 +144,7 @@ def load_base(spec, **kwargs):
 
 
 def _modality(model):
-    inputs = model.input
+    inputs = model_input(model)
     if any(
         type(layer).__name__ == "SpeechMelSpectrogram" for layer in model.layers
     ):
@@ -154,7 +157,7 @@ def _modality(model):
 
 
 def _image_size(model):
-    inputs = model.input
+    inputs = model_input(model)
     if isinstance(inputs, (list, tuple, dict)) or len(inputs.shape) != 4:
         return None
     height, width = inputs.shape[1:3]
@@ -182,7 +185,7 @@ def _load_preset(folder, sequence_length=128, **kwargs):
             f"Allowed: {_ALLOWED}. Received: base={folder!r}"
         ) from e
     name = os.path.basename(os.path.normpath(folder))
-    if isinstance(backbone.input, dict) and "token_ids" in backbone.input:
+    if isinstance(model_input(backbone), dict) and "token_ids" in model_input(backbone):
         _check_sequence_length(sequence_length)
         preprocessor = keras_hub.models.TextClassifierPreprocessor.from_preset(
             folder, sequence_length=sequence_length
@@ -196,7 +199,7 @@ def _load_preset(folder, sequence_length=128, **kwargs):
             return {k: out[k] for k in ("token_ids", "padding_mask")}
 
         return Base(model, "text", text_preprocessor, None, folder)
-    if len(backbone.input.shape) == 4:
+    if len(model_input(backbone).shape) == 4:
         inputs = keras.Input(backbone.input.shape[1:], name="images")
         features = backbone(inputs)
         if len(features.shape) == 4:

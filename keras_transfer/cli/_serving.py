@@ -28,13 +28,14 @@ def wrap(base, classifier, class_names, modality, args, clip_length=None, image_
 
     `image_size` (height, width) defaults to the classifier's input size.
     """
+    from keras_transfer._walk import model_input
     from keras_transfer.models import RawInputClassifier
 
     kwargs = {}
     if modality == "text":
         kwargs["preprocessor"] = text_preprocessor_layer(base, args)
     elif modality == "image":
-        height, width = image_size or classifier.input.shape[1:3]
+        height, width = image_size or model_input(classifier).shape[1:3]
         kwargs["image_size"] = (int(height), int(width))
     elif modality == "audio":
         kwargs["sample_rate"] = 16000

@@ -6,6 +6,8 @@ import os
 import keras
 import numpy as np
 
+from keras_transfer._walk import model_output
+
 MODALITIES = ("text", "image", "audio")
 _IMAGE_EXTENSIONS = (
     ".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp",
@@ -143,7 +145,7 @@ class RawInputClassifier(keras.Model):
                 "`classifier` must be a built `keras.Model`. Received: "
                 f"classifier={classifier!r}"
             )
-        classes = classifier.output.shape[-1]
+        classes = model_output(classifier).shape[-1]
         if classes != len(self.class_names):
             raise ValueError(
                 f"`classifier` has {classes} outputs but `class_names` has "

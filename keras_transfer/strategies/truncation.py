@@ -158,5 +158,5 @@ def truncate_model(model, num_blocks=None, layer_name=None, name=None):
             cut = layers[first - 1]
     outputs = _output_of(model, cut)
     return keras.Model(
-        model.input, outputs, name=name or f"{model.name}_to_{cut.name}"
+        _walk.model_input(model), outputs, name=name or f"{model.name}_to_{cut.name}"
     )

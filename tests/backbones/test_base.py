@@ -34,6 +34,25 @@ class LoadBaseKerasFileTest(TestCase):
         with self.assertRaises(dataclasses.FrozenInstanceError):
             base.modality = "text"
 
+    def test_sequential_keras_file(self):
+        # Regression: a Sequential (even one starting with keras.Input, saved
+        # and loaded) raises on `.input`; load_base failed with AttributeError.
+        model = keras.Sequential(
+            [keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3),
+             keras.layers.GlobalAveragePooling2D()]
+        )
+        path = os.path.join(self.get_temp_dir(), "sequential.keras")
+        model.save(path)
+
+        base = load_base(path)
+        self.assertEqual(base.modality, "image")
+        self.assertEqual(base.image_size, (8, 8))
+        self.assertEqual(base.output_dim, 4)
+        x = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3))
+        self.assertAllClose(
+            base.model.predict(x, verbose=0), model.predict(x, verbose=0)
+        )
+
     def test_feature_and_text_keras_files(self):
         inputs = keras.Input((5,))
         path = os.path.join(self.get_temp_dir(), "vec.keras")
