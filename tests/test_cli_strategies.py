@@ -309,7 +309,10 @@ class BaseKindsTest(TestCase):
             self.assertEqual(results["trainable_params"], trained, name)
             saved = keras.models.load_model(results["model"])
             size = 40 if extra else 32
-            self.assertEqual(tuple(saved.input.shape), (None, size, size, 3), name)
+            # Saved as a RawInputClassifier: the classifier inside takes the
+            # images at the size it was trained on.
+            self.assertEqual(saved.image_size, (size, size), name)
+            self.assertEqual(tuple(saved.classifier.inputs[0].shape), (None, size, size, 3), name)
 
     def test_files_that_are_not_usable_models(self):
         tmp = self.get_temp_dir()

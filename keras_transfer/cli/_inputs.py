@@ -152,13 +152,14 @@ def to_rgb(x, size):
     """Grey or RGB images -> float32 RGB arrays of `size` x `size`."""
     import numpy as np
 
-    from keras_transfer.datasets import resize_images
+    from keras_transfer.datasets import resize_like_files
 
-    x = np.asarray(x, dtype="float32")
+    x = np.asarray(x)
     if x.ndim == 3:
         x = np.repeat(x[..., None], 3, axis=-1)
     if x.shape[1:3] != (size, size):
-        x = resize_images(x, (size, size))
+        # The resizing `load_image_folder` and the saved model use for files.
+        x = resize_like_files(x, (size, size))
     return np.asarray(x, dtype="float32")
 
 

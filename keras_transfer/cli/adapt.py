@@ -13,7 +13,8 @@ target features together:
 - `cdan`: `CDANModel`, CDAN+E (Long et al., 2018), the domain classifier
   conditioned on the class predictions, ramped alike;
 - `mcd`: `MCDModel`, two task heads whose disagreement on the target the
-  features minimise (Saito et al., 2018), ramped up to 4;
+  features minimise (Saito et al., 2018): the paper's three steps per
+  batch, the features updated 4 times in the third;
 - `mmd`, `coral`: `DiscrepancyAlignmentModel` with multi-kernel MMD (DAN,
   Long et al., 2015) or Deep CORAL (Sun & Saenko, 2016).
 
@@ -47,8 +48,9 @@ METHODS = ("dann", "mmd", "coral", "cdan", "mcd")
 # Long et al.), MMD 1 (DAN), CORAL 10 (as in benchmarks/domain_adaptation.py),
 # MCD discrepancy weight 1 (Saito et al.).
 DEFAULT_WEIGHTS = {"dann": 1.0, "mmd": 1.0, "coral": 10.0, "cdan": 1.0, "mcd": 1.0}
-# Largest reversal factor of the ramp (MCD: 4, the paper's generator steps).
-REVERSAL_MAX = {"dann": 1.0, "cdan": 1.0, "mcd": 4.0}
+# Largest reversal factor of the ramp (the methods with gradient reversal;
+# MCD alternates its steps instead, `MCDModel(n_generator_steps=4)`).
+REVERSAL_MAX = {"dann": 1.0, "cdan": 1.0}
 
 EXAMPLES = """\
 examples:

@@ -6,6 +6,7 @@ from keras_transfer.datasets.fashion_mnist import load_fashion_mnist
 from keras_transfer.datasets.image_folder import load_image_folder
 from keras_transfer.datasets.mnist import load_mnist5k
 from keras_transfer.datasets.resize import resize_images
+from keras_transfer.datasets.resize import resize_like_files
 from keras_transfer.datasets.rotten_tomatoes import ROTTEN_TOMATOES_CLASSES
 from keras_transfer.datasets.rotten_tomatoes import load_rotten_tomatoes
 from keras_transfer.datasets.spoken_digits import FSDD_SPEAKERS

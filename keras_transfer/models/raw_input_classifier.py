@@ -28,11 +28,12 @@ class RawInputClassifier(keras.Model):
     - `"text"`: strings (a list or array) -> `preprocessor` (a keras-hub
       tokenizer + packer layer, saved with its vocabulary) -> token arrays.
     - `"image"`: an array `(N, H, W, 3)` or `(N, H, W)` (grey) of pixel
-      values in [0, 255] at any size, resized to `image_size` with bilinear
-      interpolation (`keras.ops.image.resize`, as `keras-transfer fit`
-      resizes arrays), or a list of image file paths, decoded to 8-bit RGB
-      and resized to `image_size` with Pillow's bilinear filter (as
-      `datasets.load_image_folder` reads folders).
+      values in [0, 255] at any size, or a list of image file paths
+      (decoded to 8-bit RGB), resized to `image_size` with Pillow's bilinear
+      filter in both cases (`datasets.resize_like_files`, as
+      `datasets.load_image_folder` reads folders and `keras-transfer fit`
+      resizes arrays), so an image gives the same prediction as an 8-bit
+      array and as a file.
     - `"audio"`: float waveforms in [-1, 1] at `sample_rate` Hz (a list of
       1-D arrays of any lengths, or a 2-D array), or a list of `.wav` file
       paths (read and resampled by `datasets.read_wav`). Each clip is
@@ -209,7 +210,7 @@ class RawInputClassifier(keras.Model):
         return out
 
     def _preprocess_images(self, x):
-        from keras_transfer.datasets import resize_images
+        from keras_transfer.datasets import resize_like_files
 
         height, width = self.image_size
         if _is_paths(x):
@@ -227,10 +228,11 @@ class RawInputClassifier(keras.Model):
             x = x[..., None]
         if x.shape[-1] == 1:
             x = np.repeat(x, 3, axis=-1)
-        x = np.asarray(x, dtype="float32")
         if x.shape[1:3] != (height, width):
-            x = resize_images(x, (height, width))
-        return x
+            # As files are resized (`_read_images`), so that an image gives
+            # the same prediction as an array and as a file.
+            x = resize_like_files(x, (height, width))
+        return np.asarray(x, dtype="float32")
 
     def _read_images(self, paths):
         from PIL import Image
