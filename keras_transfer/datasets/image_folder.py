@@ -100,11 +100,7 @@ def load_image_folder(path, image_size=(224, 224), test_fraction=0.2, seed=0):
     x = np.empty((len(files), height, width, 3), dtype=np.uint8)
     for row, filename in enumerate(files):
         try:
-            with Image.open(filename) as image:
-                image = Image.fromarray(to_rgb8(image))
-                if image.size != (width, height):
-                    image = image.resize((width, height), Image.BILINEAR)
-                x[row] = np.asarray(image)
+            x[row] = read_image(filename, (height, width))
         except (OSError, ValueError, Image.DecompressionBombError) as error:
             raise ValueError(
                 f"`load_image_folder` cannot decode the image {filename!r} "
@@ -120,6 +116,25 @@ def load_image_folder(path, image_size=(224, 224), test_fraction=0.2, seed=0):
 # Modes whose pixels are 8-bit values Pillow converts to RGB exactly.
 _EIGHT_BIT = ("1", "L", "P", "RGB", "CMYK", "YCbCr")
 _ALPHA = ("LA", "La", "PA", "RGBA", "RGBa")
+
+
+def read_image(filename, image_size):
+    """One image file as `uint8` RGB `(height, width, 3)`: decoded by Pillow,
+    made RGB by `to_rgb8` and resized with Pillow's bilinear filter (as
+    `datasets.resize_like_files` resizes arrays).
+
+    Raises:
+        OSError, ValueError, PIL.Image.DecompressionBombError: the file
+            cannot be decoded (callers name the file in their error).
+    """
+    from PIL import Image
+
+    height, width = (int(s) for s in image_size)
+    with Image.open(filename) as image:
+        image = Image.fromarray(to_rgb8(image))
+        if image.size != (width, height):
+            image = image.resize((width, height), Image.BILINEAR)
+        return np.asarray(image)
 
 
 def to_rgb8(image):

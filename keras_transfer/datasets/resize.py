@@ -3,6 +3,25 @@
 import numpy as np
 
 
+def _check_images_and_size(x, size):
+    x = np.asarray(x)
+    if x.ndim not in (3, 4):
+        raise ValueError(
+            "`x` must be a batch of images (N, H, W) or (N, H, W, C). "
+            f"Received: x.shape={x.shape}"
+        )
+    if (
+        not isinstance(size, (tuple, list))
+        or len(size) != 2
+        or not all(isinstance(s, (int, np.integer)) and s > 0 for s in size)
+    ):
+        raise ValueError(
+            "`size` must be a tuple of two positive ints (height, width). "
+            f"Received: size={size!r}"
+        )
+    return x
+
+
 def resize_images(x, size, interpolation="bilinear", antialias=False):
     """Resizes a batch of images with `keras.ops.image.resize`.
 
@@ -27,21 +46,7 @@ def resize_images(x, size, interpolation="bilinear", antialias=False):
     """
     import keras
 
-    x = np.asarray(x)
-    if x.ndim not in (3, 4):
-        raise ValueError(
-            "`x` must be a batch of images (N, H, W) or (N, H, W, C). "
-            f"Received: x.shape={x.shape}"
-        )
-    if (
-        not isinstance(size, (tuple, list))
-        or len(size) != 2
-        or not all(isinstance(s, (int, np.integer)) and s > 0 for s in size)
-    ):
-        raise ValueError(
-            "`size` must be a tuple of two positive ints (height, width). "
-            f"Received: size={size!r}"
-        )
+    x = _check_images_and_size(x, size)
     grey = x.ndim == 3
     images = x[..., None] if grey else x
     resized = keras.ops.image.resize(
@@ -74,21 +79,7 @@ def resize_like_files(x, size):
     """
     from PIL import Image
 
-    x = np.asarray(x)
-    if x.ndim not in (3, 4):
-        raise ValueError(
-            "`x` must be a batch of images (N, H, W) or (N, H, W, C). "
-            f"Received: x.shape={x.shape}"
-        )
-    if (
-        not isinstance(size, (tuple, list))
-        or len(size) != 2
-        or not all(isinstance(s, (int, np.integer)) and s > 0 for s in size)
-    ):
-        raise ValueError(
-            "`size` must be a tuple of two positive ints (height, width). "
-            f"Received: size={size!r}"
-        )
+    x = _check_images_and_size(x, size)
     height, width = (int(s) for s in size)
     grey = x.ndim == 3
     images = x[..., None] if grey else x

@@ -237,7 +237,7 @@ class RawInputClassifier(keras.Model):
     def _read_images(self, paths):
         from PIL import Image
 
-        from keras_transfer.datasets.image_folder import to_rgb8
+        from keras_transfer.datasets.image_folder import read_image
 
         height, width = self.image_size
         out = np.empty((len(paths), height, width, 3), dtype="float32")
@@ -248,11 +248,7 @@ class RawInputClassifier(keras.Model):
                     f"{', '.join(_IMAGE_EXTENSIONS)} files"
                 )
             try:
-                with Image.open(path) as image:
-                    image = Image.fromarray(to_rgb8(image))
-                    if image.size != (width, height):
-                        image = image.resize((width, height), Image.BILINEAR)
-                    out[row] = np.asarray(image)
+                out[row] = read_image(path, (height, width))
             except (OSError, ValueError, Image.DecompressionBombError) as error:
                 raise ValueError(
                     f"Cannot decode the image {path!r} "
