@@ -208,105 +208,24 @@ class MCDModel(DomainModelBase):
             x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
             self._check_train_inputs(x)
             logs, state = super().train_step(state, data)
-            return logs, self._jax_steps_b_c(state, data)
+            from keras_transfer.backend import jax as backend_steps
+
+            return logs, backend_steps.extra_train_steps(
+                self, state, data, self._steps(), self._step_loss
+            )
         if backend == "tensorflow":
             (data,) = args
             x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
             self._check_train_inputs(x)
             logs = super().train_step(data)
-            self._tf_steps_b_c(data)
+            from keras_transfer.backend import tensorflow as backend_steps
+
+            backend_steps.extra_train_steps(self, data, self._steps(), self._step_loss)
             return logs
         raise NotImplementedError(
             "`MCDModel`'s three-step train step exists for the TensorFlow "
             f"and JAX backends. Received backend: {backend!r}"
         )
-
-    def _tf_steps_b_c(self, data):
-        import tensorflow as tf
-
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        optimizer = self.optimizer
-        iterations = tf.identity(optimizer.iterations)
-        for step, variables in self._steps():
-            with tf.GradientTape() as tape:
-                y_pred = self(x, training=True)
-                loss = self._step_loss(step, y, y_pred, sample_weight, self.losses)
-                scaled = optimizer.scale_loss(loss)
-            grads = tape.gradient(scaled, variables)
-            optimizer.apply(grads, variables)
-            optimizer.iterations.assign(iterations)
-
-    def _jax_steps_b_c(self, state, data):
-        import jax
-
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        trainable, non_trainable, optimizer_values, metrics_values = state
-        optimizer = self.optimizer
-        # Under a LossScaleOptimizer (mixed_float16), steps B and C scale the
-        # loss by its current scale and update through the inner optimizer;
-        # an update with non-finite gradients is skipped (the scale itself
-        # is adjusted by step A, Keras's own step).
-        scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
-        inner = optimizer.inner_optimizer if scaled else optimizer
-        model_variables = self.trainable_variables
-        optimizer_variables = optimizer.variables
-        iteration_index = _index(optimizer_variables, inner.iterations)
-        iterations = optimizer_values[iteration_index]
-        scale = (
-            optimizer_values[_index(optimizer_variables, optimizer.dynamic_scale)]
-            if scaled
-            else None
-        )
-        position = {id(v): i for i, v in enumerate(model_variables)}
-        for step, variables in self._steps():
-            index = [position[id(v)] for v in variables]
-
-            def loss_fn(values, trainable, non_trainable):
-                full = list(trainable)
-                for i, value in zip(index, values):
-                    full[i] = value
-                y_pred, non_trainable, losses = self.stateless_call(
-                    full, non_trainable, x, training=True, return_losses=True
-                )
-                loss = self._step_loss(step, y, y_pred, sample_weight, losses)
-                if scale is not None:
-                    loss = loss * ops.cast(scale, loss.dtype)
-                return loss, non_trainable
-
-            old = [trainable[i] for i in index]
-            (_, non_trainable), grads = jax.value_and_grad(
-                loss_fn, has_aux=True
-            )(old, trainable, non_trainable)
-            if scale is not None:
-                grads = [g / ops.cast(scale, g.dtype) for g in grads]
-            mapping = list(zip(model_variables, trainable)) + list(
-                zip(optimizer_variables, optimizer_values)
-            )
-            with keras.StatelessScope(state_mapping=mapping) as scope:
-                inner.apply(grads, variables)
-            new_trainable = [
-                _current(scope, v, value)
-                for v, value in zip(model_variables, trainable)
-            ]
-            new_optimizer = [
-                _current(scope, v, value)
-                for v, value in zip(optimizer_variables, optimizer_values)
-            ]
-            if scale is not None:
-                finite = ops.all(
-                    ops.stack([ops.all(ops.isfinite(g)) for g in grads])
-                )
-                new_trainable = [
-                    ops.where(finite, a, b)
-                    for a, b in zip(new_trainable, trainable)
-                ]
-                new_optimizer = [
-                    ops.where(finite, a, b)
-                    for a, b in zip(new_optimizer, optimizer_values)
-                ]
-            trainable, optimizer_values = new_trainable, new_optimizer
-            optimizer_values[iteration_index] = iterations
-        return trainable, non_trainable, optimizer_values, metrics_values
 
     # -- metrics and config ------------------------------------------------
 
@@ -355,12 +274,3 @@ class MCDModel(DomainModelBase):
                 ("feature_extractor", "task_head", "task_head_2", "task_loss"),
             )
         )
-
-
-def _index(variables, variable):
-    return next(i for i, v in enumerate(variables) if v is variable)
-
-
-def _current(scope, variable, value):
-    new = scope.get_current_value(variable)
-    return value if new is None else new
