@@ -378,29 +378,7 @@ def load_model_file(option, path):
 
 def prepare_run(args, parts, saves_model):
     """Checks and creates `<logdir>/<run-name>/`; returns `(run_dir, output)`."""
-    _run_folder.check_run_name(args.run_name)
-    if args.run_name is None:
-        args.run_name = _run_folder.default_run_name(*parts)
-    if os.path.exists(args.logdir) and not os.path.isdir(args.logdir):
-        raise UsageError(
-            f"--logdir {args.logdir!r} is a file. Allowed: a folder you can write to"
-        )
-    run_dir = os.path.join(args.logdir, args.run_name)
-    output = None
-    if saves_model:
-        output = args.output or os.path.join(run_dir, "model.keras")
-        if not output.endswith(".keras"):
-            raise UsageError(
-                f"--output {output!r} does not end in '.keras'. Allowed: a path "
-                "ending in .keras (the Keras model format)"
-            )
-        if os.path.isdir(output):
-            raise UsageError(f"--output {output!r} is a folder. Allowed: a .keras file path")
-        if os.path.exists(output) and not args.overwrite:
-            raise UsageError(
-                f"--output {output!r} already exists and would be replaced. "
-                "Allowed: a new path, or add --overwrite"
-            )
+    run_dir, output = _run_folder.check_paths(args, parts, saves_model)
     results_path = os.path.join(run_dir, "results.json")
     if os.path.exists(results_path) and not getattr(args, "overwrite", False):
         raise UsageError(

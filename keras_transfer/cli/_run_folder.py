@@ -51,19 +51,22 @@ def default_run_name(*parts):
     return "-".join(names + [stamp])
 
 
-def prepare_paths(args):
-    """Picks the run folder and the model path, and checks both are writable.
+def check_paths(args, parts, saves_model=True):
+    """Checks `--run-name`, `--logdir` and (when the command saves a model)
+    `--output`; sets `args.run_name` from `parts` when it was not given.
 
-    Sets `args.run_name` when it was not given. Returns `(run_dir, output)`.
+    Returns `(run_dir, output)`; `output` is None when nothing is saved.
     """
     check_run_name(args.run_name)
     if args.run_name is None:
-        args.run_name = default_run_name(args.base, args.data, args.strategy)
-    run_dir = os.path.join(args.logdir, args.run_name)
+        args.run_name = default_run_name(*parts)
     if os.path.exists(args.logdir) and not os.path.isdir(args.logdir):
         raise UsageError(
             f"--logdir {args.logdir!r} is a file. Allowed: a folder you can write to"
         )
+    run_dir = os.path.join(args.logdir, args.run_name)
+    if not saves_model:
+        return run_dir, None
     output = args.output or os.path.join(run_dir, "model.keras")
     if not output.endswith(".keras"):
         raise UsageError(
@@ -77,6 +80,15 @@ def prepare_paths(args):
             f"--output {output!r} already exists and would be replaced. Allowed: "
             "a new path, or add --overwrite"
         )
+    return run_dir, output
+
+
+def prepare_paths(args):
+    """Picks the run folder and the model path, and checks both are writable.
+
+    Sets `args.run_name` when it was not given. Returns `(run_dir, output)`.
+    """
+    run_dir, output = check_paths(args, (args.base, args.data, args.strategy))
     check_writable_folder("--logdir", run_dir)
     check_writable_folder("--output", os.path.dirname(os.path.abspath(output)))
     return run_dir, output
