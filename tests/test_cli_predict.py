@@ -389,6 +389,31 @@ def test_audio_folder_fit_predict_and_serving(tmp_path, capsys):
     check_serving_export(tmp_path, results, padded)
 
 
+def test_a_failed_serving_export_keeps_the_model(tmp_path, monkeypatch, capsys):
+    # Regression: on JAX the SavedModel export of the speech base failed
+    # after training and nothing was saved (no model.keras, a traceback).
+    from keras_transfer.cli import _serving
+
+    def failing_export(model, path):
+        os.makedirs(path)  # a half-written export is removed
+        raise RuntimeError("cannot convert this layer")
+
+    monkeypatch.setattr(_serving, "export", failing_export)
+    folder = fashion_folder(str(tmp_path / "images"), per_class=4)
+    results = fit(
+        tmp_path / "logs", "--base", "efficientnet_lite0", "--data", folder,
+        "--image-size", "32", "--epochs", "1", "--test-fraction", "0.25",
+    )
+    assert results["serving"] is None
+    assert results["serving_error"] == "RuntimeError: cannot convert this layer"
+    assert sorted(os.listdir(tmp_path / "logs" / "run")) == [
+        "model.keras", "results.json", "train", "validation"
+    ]
+    model = keras.models.load_model(results["model"])
+    assert model.class_names == results["classes"]
+    assert "not written (RuntimeError" in capsys.readouterr().out
+
+
 def test_audio_options_that_nothing_reads_are_refused(tmp_path, capsys):
     folder = tmp_path / "speech"
     (folder / "a").mkdir(parents=True)

@@ -150,6 +150,15 @@ class PendingFiles:
         self._pending.append((temporary, final))
         return temporary
 
+    def discard(self, temporary):
+        """Drops one pending path (removing what was written there): it
+        will not be put in place by `commit`."""
+        if os.path.isdir(temporary):
+            shutil.rmtree(temporary, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temporary)
+        self._pending = [p for p in self._pending if p[0] != temporary]
+
     def commit(self):
         replaced = []  # earlier folders moved aside, removed once all are in place
         with holding_interrupts():

@@ -347,9 +347,18 @@ def _run_in(args, run_dir, output, start_time):
         model_tmp = pending.path_for(output)
         saved.save(model_tmp)
         serving_tmp = pending.path_for(serving)
-        _serving.export(model, serving_tmp)
-        _serving.write_json(os.path.join(serving_tmp, _serving.SERVING_INFO),
-                            _serving.serving_info(saved))
+        try:
+            _serving.export(model, serving_tmp)
+        except (KeyboardInterrupt, UsageError):
+            raise
+        except Exception as e:  # e.g. a layer the JAX -> SavedModel export cannot convert
+            # The trained model is still saved; the export is recorded as not made.
+            pending.discard(serving_tmp)
+            results["serving"] = None
+            results["serving_error"] = f"{type(e).__name__}: {_args.one_line(e)[:300]}"
+        else:
+            _serving.write_json(os.path.join(serving_tmp, _serving.SERVING_INFO),
+                                _serving.serving_info(saved))
         _check_saved(keras, np, model, model_tmp, x_test, output)
         results["wall_time_s"] = round(time.time() - start_time, 1)
         results["cpu_time_s"] = round(time.process_time(), 1)
@@ -412,7 +421,8 @@ def _print_results(results):
         ("wall time", f"{results['wall_time_s']:.1f} s (CPU {results['cpu_time_s']:.1f} s)"),
         ("TensorBoard logs", results["logdir"]),
         ("model", results["model"]),
-        ("serving export", results["serving"]),
+        ("serving export", results["serving"]
+         or f"not written ({results.get('serving_error', '')[:120]})"),
     ]
     width = max(len(k) for k, _ in rows)
     print()

@@ -2,6 +2,7 @@
 
 import math
 import os
+import struct
 import warnings
 
 import numpy as np
@@ -101,7 +102,7 @@ def read_wav(filename, sample_rate=16000, min_duration=0.1):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", wavfile.WavFileWarning)
             rate, data = wavfile.read(filename)
-    except (ValueError, EOFError, OSError, IndexError) as error:
+    except (ValueError, EOFError, OSError, IndexError, struct.error) as error:
         raise ValueError(
             f"Cannot decode {filename!r} as a WAV file "
             f"({type(error).__name__}: {error})."

@@ -121,6 +121,16 @@ class ReadWavTest(TestCase):
         with self.assertRaisesRegex(ValueError, "cut.wav.* truncated"):
             datasets.read_wav(self.path("cut.wav"))
 
+    def test_file_cut_inside_its_header_is_named(self):
+        # Regression: scipy raised struct.error, which escaped as a traceback.
+        wavfile.write(self.path("head.wav"), 16000, np.ones(4000, np.int16))
+        with open(self.path("head.wav"), "rb") as f:
+            data = f.read()
+        with open(self.path("head.wav"), "wb") as f:
+            f.write(data[:30])
+        with self.assertRaisesRegex(ValueError, "Cannot decode .*head.wav"):
+            datasets.read_wav(self.path("head.wav"))
+
     def test_compressed_format_is_named(self):
         # A mu-law WAV (format tag 7): a clear error, not noise.
         header = (
