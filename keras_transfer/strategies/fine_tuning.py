@@ -233,7 +233,10 @@ def fine_tune(model_or_base, data=None, *args, **kwargs):
     Callbacks (`EarlyStopping`, `ModelCheckpoint`, `TensorBoard`,
     `BackupAndRestore`, ...) are passed to both phases' `fit`, which see the
     whole model. Phase 2 starts at epoch `freeze_epochs`, so TensorBoard
-    and checkpoints number the epochs of both phases as one run. A
+    and checkpoints number the epochs of both phases as one run. Each
+    phase is its own `fit`: an `EarlyStopping` that fires in phase 1 ends
+    phase 1 only (its one-cycle schedule cut short) and phase 2 still runs,
+    with the callback's state reset, as Keras resets it at every `fit`. A
     `keras.callbacks.BackupAndRestore` resumes an interrupted run in the
     phase it stopped in (phase 1 is skipped when the backup is from phase
     2); it needs an explicit `base_lr`, since `lr_find`'s suggestion depends
