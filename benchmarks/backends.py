@@ -196,6 +196,25 @@ def load():
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
+def _load_paragraph(before, after, wall, repeats):
+    """Says whether the machine was quiet: a 1-minute load above 2 on this
+    2-core machine means other jobs shared the cores."""
+    busiest = max(float(before.split()[0]), float(after.split()[0]))
+    how = (
+        "**A loaded run.** The machine was shared with other jobs"
+        if busiest > 2.0 else "**A quiet run.** The benchmark had the machine almost to itself"
+    )
+    noise = (
+        "Absolute times are inflated and noisy; the ratios"
+        if busiest > 2.0 else "The ratios"
+    )
+    return (
+        f"{how}: load average\n{before} (1, 5, 15 min) before and {after} after; "
+        f"the run took {wall / 60:.1f} minutes.\n{noise} come from TensorFlow and JAX\n"
+        f"workers run back to back in alternating order, {repeats} repeats, medians."
+    )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -252,10 +271,7 @@ Written by `python benchmarks/backends.py --repeats {args.repeats} --steps {args
 on {date}: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores,
 Python {platform.python_version()}, Keras {keras.__version__}.
 
-**A loaded run.** The machine was shared with other jobs: load average
-{load_before} (1, 5, 15 min) before and {load()} after; the run took {wall / 60:.1f} minutes.
-Absolute times are inflated and noisy; the ratios come from TensorFlow and JAX
-workers run back to back in alternating order, {args.repeats} repeats, medians.
+{_load_paragraph(load_before, load(), wall, args.repeats)}
 
 Each cell: median seconds per `fit` step over repeats (each repeat's value is
 the median of 3 timed epochs of {args.steps} steps, one `fit` call, after a warm-up `fit`),
@@ -288,27 +304,23 @@ FINDINGS = """
   0.2 ms in `GradientReversalScheduler`'s per-batch `assign`; no host round
   trip inside the step (logs are turned into floats once per epoch with
   `verbose=0`). DANN and `Distiller` steps take 0.7-0.8 ms on JAX.
-- **The small-model ratios are not a fair win for JAX.** With 6-step epochs
-  the TensorFlow figures are dominated by its per-epoch cost (a new
-  `tf.data` iterator and `tf.function` dispatch per epoch, about 0.2-0.4 s),
-  not by the step; longer epochs narrow the gap. They do show that the JAX
-  path adds no per-step overhead of its own.
-- **LoRA MiniLM: JAX slower (the table's ratio; absolute times are noisy
-  under the load).** The step is compute-bound (no retracing, < 1 ms of
-  host work), and the two backends run different kernels: Keras turns XLA
-  off for TensorFlow on CPU-only machines (`jit_compile="auto"` resolves to
-  False there, `keras/src/trainers/trainer.py`), so TensorFlow runs its
-  oneDNN kernels, while JAX always compiles with XLA:CPU. The gap is in the
-  backend's CPU kernels for BERT-sized matmuls and attention, not in the
-  package's JAX path; the 1.3x target is missed on this workload and not
-  fixable in this package. XLA:CPU's own switches were tried on the same
-  workload (JAX worker, 6-step epochs, 2 interleaved repeats next to a
-  TensorFlow worker, 2026-11-29 13:47-14:05 UTC, load 3-17):
-  `--xla_cpu_use_onednn=true` 437 and 1118 ms, `--xla_cpu_use_xnnpack=true`
-  608 and 796 ms, `--xla_cpu_experimental_onednn_fusion_type=dot` 723 and
-  628 ms, default 496 and 1289 ms, against TensorFlow's 380 and 420 ms:
-  none closes the gap reliably, so the package sets no XLA flag. (On an accelerator JAX is the usual choice; see
-  `benchmarks/gpu.py`.)
+- **The small-model ratios are not a fair win for JAX.** With 12-step epochs
+  the TensorFlow figures include its per-epoch cost (a new `tf.data`
+  iterator and `tf.function` dispatch per epoch), not only the step; longer
+  epochs narrow the gap. They do show that the JAX path adds no per-step
+  overhead of its own.
+- **LoRA MiniLM: the same speed on both backends (1.03 on a quiet machine).**
+  The step is compute-bound (no retracing, < 1 ms of host work). Keras turns
+  XLA off for TensorFlow on CPU-only machines (`jit_compile="auto"` resolves
+  to False there, `keras/src/trainers/trainer.py`), so TensorFlow runs its
+  oneDNN kernels while JAX compiles with XLA:CPU; on this workload they take
+  the same time. An earlier run of this script on a machine shared with 8
+  other jobs (2026-11-29 14:36 UTC, load 24-28) gave 1.40, with
+  TensorFlow's repeats spread over 246-1076 ms: that ratio was load noise,
+  not a JAX cost. XLA:CPU's own switches (`--xla_cpu_use_onednn`,
+  `--xla_cpu_use_xnnpack`, oneDNN dot fusion) were tried then under load and
+  none helped reliably, so the package sets no XLA flag. (On an accelerator
+  JAX is the usual choice; see `benchmarks/gpu.py`.)
 - **`GradualUnfreezer`: steady steps vs stage changes.** Within a stage the
   step is an ordinary compiled step on both backends. A stage change flips
   `layer.trainable` and rebuilds the train function (so frozen groups cost no
