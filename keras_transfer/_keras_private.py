@@ -176,3 +176,16 @@ def backup_epoch(callback):
     with open(path) as f:
         return int(json.load(f)["epoch"])
 
+
+
+def build_from_batch(model, data_batch):
+    """Builds `model`'s variables, compiled loss and metrics and optimizer
+    from one `(x, y, sample_weight)` batch, symbolically (no step runs).
+
+    Keras's JAX trainer does this at the start of `fit`, before any callback's
+    `on_train_begin`; its TensorFlow trainer does it only under a
+    `tf.distribute` strategy and otherwise builds inside the first traced
+    step, so callbacks that read or restore weights at train begin
+    (`BackupAndRestore`) meet an unbuilt subclassed model there.
+    """
+    model._symbolic_build(data_batch=data_batch)

@@ -211,3 +211,24 @@ class KerasPrivateTest(TestCase):
         self.assertTrue(os.path.exists(files[1]))
         self.assertEqual(_keras_private.backup_epoch(callback), 2)
 
+
+
+class BuildFromBatchTest(TestCase):
+    def test_builds_variables_metrics_and_optimizer_without_a_step(self):
+        class Sub(keras.Model):
+            def __init__(self, **kwargs):
+                super().__init__(**kwargs)
+                self.dense = keras.layers.Dense(2)
+
+            def call(self, x):
+                return self.dense(x)
+
+        model = Sub()
+        model.compile("adam", "mse", metrics=["mae"])
+        x = np.ones((4, 3), "float32")
+        y = np.zeros((4, 2), "float32")
+        _keras_private.build_from_batch(model, (x, y, None))
+        self.assertTrue(model.built)
+        self.assertTrue(model.optimizer.built)
+        self.assertEqual(int(model.optimizer.iterations.numpy()), 0)
+        self.assertEqual(model.dense.kernel.shape, (3, 2))

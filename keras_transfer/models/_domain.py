@@ -10,6 +10,7 @@ from keras_transfer.models._reporting import TotalLoss
 from keras_transfer.models._reporting import batch_size
 from keras_transfer.models._reporting import loss_mean
 from keras_transfer.models._reporting import reported_metrics
+from keras_transfer.models._fit import build_before_fit
 
 _DOMAINS = ("source", "target")
 
@@ -387,6 +388,10 @@ class DomainModelBase(keras.Model):
                     )
                 if weights is not None:
                     kwargs["sample_weight"] = weights
+        if not args:
+            build_before_fit(
+                self, x, y, kwargs.get("sample_weight"), kwargs.get("batch_size")
+            )
         return super().fit(x, y, *args, **kwargs)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):

@@ -10,6 +10,7 @@ from keras_transfer.losses.distillation import _check_bool
 from keras_transfer.losses.distillation import _check_temperature
 from keras_transfer.models._domain import check_from_logits
 from keras_transfer.models._domain import check_output_kind
+from keras_transfer.models._fit import build_before_fit
 from keras_transfer.models._reporting import batch_size
 from keras_transfer.models._reporting import loss_mean
 from keras_transfer.models._reporting import reported_metrics
@@ -313,6 +314,13 @@ class Distiller(keras.distillation.Distiller):
         if self.built:
             # Created now so that `load_model` restores the optimizer state.
             self.optimizer.build(self.trainable_variables)
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        if not args:
+            build_before_fit(
+                self, x, y, kwargs.get("sample_weight"), kwargs.get("batch_size")
+            )
+        return super().fit(x, y, *args, **kwargs)
 
     @property
     def metrics(self):

@@ -8,6 +8,7 @@ from keras_transfer.models._domain import reject_compile_kwargs
 from keras_transfer.models._reporting import TotalLoss
 from keras_transfer.models._reporting import loss_mean
 from keras_transfer.models._reporting import reported_metrics
+from keras_transfer.models._fit import build_before_fit
 
 _UNCERTAINTY = "uncertainty"
 
@@ -349,6 +350,10 @@ class MultiTaskModel(keras.Model):
 
     def fit(self, x=None, y=None, *args, **kwargs):
         self._check_data(x, y)
+        if not args:
+            build_before_fit(
+                self, x, y, kwargs.get("sample_weight"), kwargs.get("batch_size")
+            )
         return super().fit(x, y, *args, **kwargs)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
