@@ -12,7 +12,7 @@ from keras_transfer.losses.information_maximization import (
 )
 from keras_transfer.models._reporting import batch_size
 from keras_transfer.models._reporting import loss_mean
-from keras_transfer.models._self_training import SelfTrainingMixin
+from keras_transfer.models.self_training import SelfTrainingMixin
 from keras_transfer.models.dann import DomainAdversarialModel
 
 

@@ -10,7 +10,7 @@ from keras_transfer.losses.information_maximization import (
 from keras_transfer.models._domain import DomainModelBase
 from keras_transfer.models._reporting import batch_size
 from keras_transfer.models._reporting import loss_mean
-from keras_transfer.models._self_training import SelfTrainingMixin
+from keras_transfer.models.self_training import SelfTrainingMixin
 
 
 def cluster_pseudo_labels(features, logits):
