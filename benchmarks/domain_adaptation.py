@@ -192,6 +192,10 @@ METHODS = {
         consistency_weight=1.0, target_augmentation=strong_augmentation()),
     "IM+ST": lambda e, h: InformationMaximizationModel(
         e, h, consistency_weight=1.0, target_augmentation=strong_augmentation()),
+    # Ablations: self-training alone (no IM), and on CDAN+E without IM.
+    "ST": lambda e, h: InformationMaximizationModel(
+        e, h, information_weight=0.0, consistency_weight=1.0,
+        target_augmentation=strong_augmentation()),
     "CDAN+E+ST": lambda e, h: CDANModel(
         e, h, discriminator(5000), consistency_weight=1.0,
         target_augmentation=strong_augmentation()),
