@@ -8,3 +8,4 @@ from keras_transfer.models.cdan import CDANModel
 from keras_transfer.models.mcd import MCDModel
 from keras_transfer.models.raw_input_classifier import RawInputClassifier
 from keras_transfer.models.information_maximization import InformationMaximizationModel
+from keras_transfer.models.self_training import self_training_loss

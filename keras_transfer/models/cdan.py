@@ -12,6 +12,7 @@ from keras_transfer.losses.information_maximization import (
 )
 from keras_transfer.models._reporting import batch_size
 from keras_transfer.models._reporting import loss_mean
+from keras_transfer.models.self_training import SelfTrainingMixin
 from keras_transfer.models.dann import DomainAdversarialModel
 
 
@@ -51,7 +52,7 @@ class _RandomizedMultilinear(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_transfer")
-class CDANModel(DomainAdversarialModel):
+class CDANModel(SelfTrainingMixin, DomainAdversarialModel):
     """CDAN / CDAN+E: a domain head conditioned on the class predictions.
 
     As `DomainAdversarialModel` (DANN), but the domain head sees the
@@ -83,6 +84,14 @@ class CDANModel(DomainAdversarialModel):
     target predictions minus the entropy of their batch mean, diversity
     weight 1), reported as `information_loss`.
 
+    With `consistency_weight > 0` the model also minimises
+    `consistency_weight * L_st`, AdaMatch's self-training term
+    (`models.self_training_loss`): the task head's predictions on the
+    target batch, distribution-aligned to the source, give pseudo-labels
+    where confident enough, and the predictions on `target_augmentation` of
+    the same images are trained towards them (reported as
+    `consistency_loss`, and the kept fraction as `pseudo_label_fraction`).
+
     `g` comes from applying `task_head` to the features once more inside
     the alignment branch (the task logits themselves are computed as in
     `DomainAdversarialModel`); a head with dropout draws a separate mask
@@ -100,6 +109,19 @@ class CDANModel(DomainAdversarialModel):
         seed: optional int, seed of the randomized projections.
         information_weight: float >= 0, weight of the target information
             maximization term (0, the default, is plain CDAN / CDAN+E).
+        consistency_weight: float >= 0, weight of the self-training term
+            (0, the default, turns it off); a non-trainable variable (change
+            it during `fit` with `set_consistency_weight`).
+        confidence_threshold: float in `(0, 1]`, pseudo-label threshold
+            (AdaMatch: 0.9; FixMatch: 0.95).
+        relative_threshold: bool, scale the threshold by the mean source
+            confidence of the batch (AdaMatch, the default) or not
+            (FixMatch).
+        distribution_alignment: bool, align the target predictions' class
+            marginal to the source one before thresholding (default True).
+        target_augmentation: a Keras layer or model, inputs -> inputs, the
+            strong augmentation of the target images (active in training);
+            required when `consistency_weight > 0`.
         task_loss: a Keras loss; default sparse categorical cross-entropy on
             logits.
         **kwargs: `keras.Model` arguments such as `name`.
@@ -114,9 +136,10 @@ class CDANModel(DomainAdversarialModel):
         keras_transfer.callbacks.GradientReversalScheduler("dann")])
     ```
 
-    Reference:
+    References:
         [Long et al., 2018, Conditional Adversarial Domain
-        Adaptation](https://arxiv.org/abs/1705.10667).
+        Adaptation](https://arxiv.org/abs/1705.10667);
+        [Berthelot et al., 2022, AdaMatch](https://arxiv.org/abs/2106.04732).
     """
 
     def __init__(
@@ -130,6 +153,11 @@ class CDANModel(DomainAdversarialModel):
         randomized_dim=None,
         seed=None,
         information_weight=0.0,
+        consistency_weight=0.0,
+        confidence_threshold=0.9,
+        relative_threshold=True,
+        distribution_alignment=True,
+        target_augmentation=None,
         task_loss=None,
         **kwargs,
     ):
@@ -156,6 +184,13 @@ class CDANModel(DomainAdversarialModel):
             information_weight, "information_weight"
         )
         self.information_loss_tracker = loss_mean("information_loss")
+        self._init_self_training(
+            consistency_weight,
+            confidence_threshold,
+            relative_threshold,
+            distribution_alignment,
+            target_augmentation,
+        )
         self.randomized_dim = randomized_dim
         self.seed = seed
         self.randomized_map = (
@@ -200,6 +235,7 @@ class CDANModel(DomainAdversarialModel):
                 ops.shape(source)[0], ops.shape(target)[0]
             ),
             "domain_weights": ops.stop_gradient(1.0 + ops.exp(-entropy)),
+            **self._self_training_outputs(target, training),
         }
 
     def _alignment_loss(self, y_pred):
@@ -231,18 +267,19 @@ class CDANModel(DomainAdversarialModel):
                 value, sample_weight=batch_size(y_pred["target"])
             )
             total = total + self.information_weight * value
-        return total
+        return total + self._self_training_term(y_pred)
 
     def _alignment_trackers(self):
         trackers = super()._alignment_trackers()
         if self.information_weight > 0:
             trackers = trackers + [self.information_loss_tracker]
-        return trackers
+        return trackers + self._self_training_trackers()
 
     def _alignment_metrics(self, y_pred):
         results = super()._alignment_metrics(y_pred)
         if self.information_weight > 0:
             results["information_loss"] = self.information_loss_tracker.result()
+        results.update(self._self_training_metrics())
         return results
 
     def get_config(self):
@@ -253,6 +290,7 @@ class CDANModel(DomainAdversarialModel):
                 "randomized_dim": self.randomized_dim,
                 "seed": self.seed,
                 "information_weight": self.information_weight,
+                **self._self_training_config(),
             }
         )
         return config

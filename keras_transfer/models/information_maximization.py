@@ -10,6 +10,7 @@ from keras_transfer.losses.information_maximization import (
 from keras_transfer.models._domain import DomainModelBase
 from keras_transfer.models._reporting import batch_size
 from keras_transfer.models._reporting import loss_mean
+from keras_transfer.models.self_training import SelfTrainingMixin
 
 
 def cluster_pseudo_labels(features, logits):
@@ -66,7 +67,7 @@ def cluster_pseudo_labels(features, logits):
 
 
 @keras.saving.register_keras_serializable(package="keras_transfer")
-class InformationMaximizationModel(DomainModelBase):
+class InformationMaximizationModel(SelfTrainingMixin, DomainModelBase):
     """Source cross-entropy + information maximization on target data.
 
     `L = L_task(source) + information_weight * IM(target)
@@ -84,6 +85,11 @@ class InformationMaximizationModel(DomainModelBase):
     stage. Start from a source model, or ramp `information_weight` with
     `set_information_weight`, when the source is far.
 
+    With `consistency_weight > 0` the model also minimises
+    `consistency_weight * L_st`, AdaMatch's pseudo-label consistency on a
+    strongly augmented target view (`models.self_training_loss`; arguments
+    as in `CDANModel`).
+
     Inputs, labels, metrics and compile arguments follow
     `DiscrepancyAlignmentModel` (domains of different sizes are cycled,
     figures exact). Metrics: `task_loss`, `source_accuracy`,
@@ -98,6 +104,9 @@ class InformationMaximizationModel(DomainModelBase):
         diversity_weight: float >= 0, the diversity term's weight inside
             `IM` (SHOT: 1).
         pseudo_label_weight: float >= 0 (SHOT: 0.3; 0 turns it off).
+        consistency_weight, confidence_threshold, relative_threshold,
+            distribution_alignment, target_augmentation: the self-training
+            term, as in `CDANModel` (off by default).
         task_loss: a Keras loss; default sparse categorical cross-entropy on
             logits.
         **kwargs: `keras.Model` arguments such as `name`.
@@ -123,6 +132,11 @@ class InformationMaximizationModel(DomainModelBase):
         information_weight=1.0,
         diversity_weight=1.0,
         pseudo_label_weight=0.0,
+        consistency_weight=0.0,
+        confidence_threshold=0.9,
+        relative_threshold=True,
+        distribution_alignment=True,
+        target_augmentation=None,
         task_loss=None,
         **kwargs,
     ):
@@ -144,6 +158,13 @@ class InformationMaximizationModel(DomainModelBase):
         )
         self.information_loss_tracker = loss_mean("information_loss")
         self.pseudo_label_loss_tracker = loss_mean("pseudo_label_loss")
+        self._init_self_training(
+            consistency_weight,
+            confidence_threshold,
+            relative_threshold,
+            distribution_alignment,
+            target_augmentation,
+        )
 
     def set_information_weight(self, value):
         """Changes `information_weight` (float >= 0), also during `fit`."""
@@ -157,12 +178,15 @@ class InformationMaximizationModel(DomainModelBase):
         trackers = [self.information_loss_tracker]
         if self.pseudo_label_weight > 0:
             trackers.append(self.pseudo_label_loss_tracker)
-        return trackers
+        return trackers + self._self_training_trackers()
 
     def _alignment_outputs(self, features, n_source, source, target, training):
-        if source is None or target is None or self.pseudo_label_weight == 0:
+        if source is None or target is None:
             return {}
-        return {"target_features": features[n_source:]}
+        outputs = self._self_training_outputs(target, training)
+        if self.pseudo_label_weight > 0:
+            outputs["target_features"] = features[n_source:]
+        return outputs
 
     def _alignment_count(self, y_pred):
         return batch_size(y_pred["target"])
@@ -184,7 +208,7 @@ class InformationMaximizationModel(DomainModelBase):
                 pseudo, sample_weight=count
             )
             total = total + self.pseudo_label_weight * pseudo
-        return total
+        return total + self._self_training_term(y_pred)
 
     def _alignment_metrics(self, y_pred):
         results = {"information_loss": self.information_loss_tracker.result()}
@@ -192,6 +216,7 @@ class InformationMaximizationModel(DomainModelBase):
             results["pseudo_label_loss"] = (
                 self.pseudo_label_loss_tracker.result()
             )
+        results.update(self._self_training_metrics())
         return results
 
     def get_config(self):
@@ -203,6 +228,7 @@ class InformationMaximizationModel(DomainModelBase):
                 ),
                 "diversity_weight": self.diversity_weight,
                 "pseudo_label_weight": self.pseudo_label_weight,
+                **self._self_training_config(),
             }
         )
         return config
