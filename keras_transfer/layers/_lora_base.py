@@ -42,6 +42,7 @@ weights stay float32 and the quantized codes stay frozen.
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_transfer.layers._named_adapters import DEFAULT_ADAPTER
@@ -300,6 +301,28 @@ class LoRABase(NamedAdaptersMixin, keras.layers.Layer):
             dtype="float32",
         )
         return a, b
+
+    def weighted_adapter(self, names, weights):
+        """`(settings, [A, B])` of the adapter equal to
+        `sum_i w_i delta_i` over adapters `names` (NumPy arrays; see
+        `add_weighted_adapter`)."""
+        if DEFAULT_ADAPTER in names and self.use_dora:
+            raise ValueError(
+                "The default adapter is DoRA (`use_dora=True`): its update "
+                "is not low-rank and cannot be concatenated. Received: "
+                f"adapters={list(names)!r}"
+            )
+        parts_a, parts_b = [], []
+        for name, w in zip(names, weights):
+            a, b = self.adapter_variables(name)[:2]
+            factor = w * adapter_scale(self.adapter_spec(name))
+            parts_a.append(ops.convert_to_numpy(a))
+            parts_b.append(ops.convert_to_numpy(b) * factor)
+        a = np.concatenate(parts_a, axis=-1)
+        b = np.concatenate(parts_b, axis=0)
+        rank = a.shape[-1]
+        spec = {"lora_rank": rank, "lora_alpha": rank, "rank_stabilized": False}
+        return spec, [a, b]
 
     def add_named_adapter(
         self, name, lora_rank, lora_alpha, rank_stabilized, check_rank=True

@@ -1,6 +1,7 @@
 """Bottleneck adapter (Houlsby et al., 2019)."""
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_transfer.layers._named_adapters import DEFAULT_ADAPTER
@@ -198,6 +199,23 @@ class Adapter(NamedAdaptersMixin, keras.layers.Layer):
                 name=f"up_bias_{name}", shape=(d,), initializer="zeros"
             ),
         )
+
+    def weighted_adapter(self, names, weights):
+        """`(settings, [down kernel, down bias, up kernel, up bias])` of the
+        adapter equal to `sum_i w_i up_i(act(down_i(x)))` over adapters
+        `names` (NumPy arrays; see `add_weighted_adapter`)."""
+        parts = [
+            [ops.convert_to_numpy(v) for v in self.adapter_variables(name)]
+            for name in names
+        ]
+        down_kernel = np.concatenate([p[0] for p in parts], axis=1)
+        down_bias = np.concatenate([p[1] for p in parts])
+        up_kernel = np.concatenate(
+            [w * p[2] for p, w in zip(parts, weights)], axis=0
+        )
+        up_bias = sum(w * p[3] for p, w in zip(parts, weights))
+        spec = {"bottleneck": int(down_kernel.shape[1])}
+        return spec, [down_kernel, down_bias, up_kernel, up_bias]
 
     def add_named_adapter(self, name, bottleneck=None):
         """Creates adapter `name` with bottleneck `bottleneck` (`None`: the

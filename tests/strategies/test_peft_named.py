@@ -518,6 +518,21 @@ class NamedBottleneckAdaptersTest(TestCase):
             model(X), _adapter_reference(model, X, {"default": 0.5}), atol=1e-5
         )
 
+    def test_weighted_adapter_is_exact(self):
+        model = _adapter_model()
+        set_adapter(model, ["default", "b"], [0.25, -2.0])
+        mixed = _np(model(X))
+        add_weighted_adapter(model, ["default", "b"], [0.25, -2.0], "mix")
+        self.assertEqual(
+            active_adapters(model), {"default": 0.0, "b": 0.0, "mix": 1.0}
+        )
+        self.assertEqual(_adapters(model)[0].adapter_spec("mix"), {"bottleneck": 5})
+        self.assertAllClose(model(X), mixed, atol=1e-5)
+        self.assertAllClose(
+            mixed, _adapter_reference(model, X, {"default": 0.25, "b": -2.0}),
+            atol=1e-5,
+        )
+
     def test_switching_does_not_retrace_and_trains_the_new_one(self):
         model = _adapter_model(compiled=True)
         traces = []

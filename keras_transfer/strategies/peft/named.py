@@ -35,7 +35,6 @@ import numpy as np
 
 from keras_transfer.layers._lora_base import DEFAULT_ADAPTER
 from keras_transfer.layers._lora_base import LoRABase
-from keras_transfer.layers._lora_base import adapter_scale
 from keras_transfer.layers._lora_base import check_lora_args
 from keras_transfer.layers._named_adapters import NamedAdaptersMixin
 from keras_transfer.strategies.peft import surgery
@@ -376,19 +375,24 @@ def delete_adapter(model, adapter_name):
 
 
 def add_weighted_adapter(model, adapters, weights, adapter_name):
-    """Adds LoRA adapter `adapter_name` equal to `sum_i w_i delta_i` exactly.
+    """Adds adapter `adapter_name` equal to `sum_i w_i delta_i` exactly.
 
     Per LoRA layer, the new adapter concatenates the given adapters' factors
     (PEFT's `combination_type="cat"`): `A = [A_1 ... A_n]` (rank
     `r_1 + ... + r_n`) and `B = [w_1 s_1 B_1; ...; w_n s_n B_n]` with scale
-    1, so `A B = sum_i w_i s_i A_i B_i`. It becomes the only active adapter;
-    which adapter trains does not change. The default adapter can take part
-    unless it is DoRA (its update is not low-rank). LoRA layers only (for
-    bottleneck adapters, `set_adapter` with weights mixes them).
+    1, so `A B = sum_i w_i s_i A_i B_i`. Per bottleneck `Adapter` layer it
+    concatenates the bottlenecks: `down = [down_1 ... down_n]` (kernels and
+    biases), `up = [w_1 up_1; ...; w_n up_n]` and the up bias
+    `sum_i w_i b_i`, so (the activation acting unit by unit) its output is
+    `sum_i w_i up_i(act(down_i(x)))`. It becomes the only active adapter
+    of those layers; which adapter trains does not change. The default
+    adapter of a LoRA layer can take part unless it is DoRA (its update is
+    not low-rank).
 
     Args:
-        model: a model holding LoRA layers.
-        adapters: list of existing adapter names (each once).
+        model: a model holding LoRA layers or bottleneck adapters.
+        adapters: list of existing adapter names (each once), all held by
+            each layer that holds any of them.
         weights: list of finite numbers, one per adapter (`None`: 1 each).
         adapter_name: str, a new name.
 
@@ -396,40 +400,35 @@ def add_weighted_adapter(model, adapters, weights, adapter_name):
         `model` (recompiled if it was compiled).
 
     Raises:
-        ValueError: unknown, repeated or DoRA adapters, a taken name, or
-            `weights` not one finite number per adapter.
+        ValueError: unknown, repeated or DoRA adapters, a layer holding
+            only some of `adapters`, a taken name, or `weights` not one
+            finite number per adapter.
     """
-    layers = _layers(model, "add_weighted_adapter", LoRABase)
-    _check_new_name(_layers(model, "add_weighted_adapter"), adapter_name)
+    all_layers = _layers(model, "add_weighted_adapter")
+    _check_new_name(all_layers, adapter_name)
     if isinstance(adapters, str):
         raise ValueError(
             "`adapters` must be a non-empty list of adapter names. "
             f"Received: adapters={adapters!r}"
         )
-    adapters, weights = _check_choice(layers, adapters, weights)
-    if DEFAULT_ADAPTER in adapters and any(l.use_dora for l in layers):
-        raise ValueError(
-            "The default adapter is DoRA (`use_dora=True`): its update is "
-            "not low-rank and cannot be concatenated. Received: "
-            f"adapters={adapters!r}"
-        )
-    for layer in layers:
-        parts_a, parts_b = [], []
-        for name, w in zip(adapters, weights):
-            a, b = layer.adapter_variables(name)[:2]
-            factor = w * adapter_scale(layer.adapter_spec(name))
-            parts_a.append(keras.ops.convert_to_numpy(a))
-            parts_b.append(keras.ops.convert_to_numpy(b) * factor)
-        new_a = np.concatenate(parts_a, axis=-1)
-        new_b = np.concatenate(parts_b, axis=0)
-        rank = new_a.shape[-1]
-        layer.add_named_adapter(
-            adapter_name, rank, rank, False, check_rank=False
-        )
-        a, b = layer.adapter_variables(adapter_name)
-        a.assign(new_a)
-        b.assign(new_b)
-        layer._freeze_adapters()
+    adapters, weights = _check_choice(all_layers, adapters, weights)
+    layers = []
+    for layer in all_layers:
+        held = [name for name in adapters if name in layer.adapter_names]
+        if held and len(held) < len(adapters):
+            raise ValueError(
+                f"Layer '{layer.name}' holds adapters {held} but not all of "
+                f"{adapters}: a weighted adapter combines adapters that "
+                f"every layer holding one of them holds. Received: "
+                f"adapters={adapters!r}"
+            )
+        if held:
+            layers.append(layer)
+    combined = [layer.weighted_adapter(adapters, weights) for layer in layers]
+    for layer, (spec, arrays) in zip(layers, combined):
+        layer._add_named(adapter_name, spec, check=False)
+        for variable, array in zip(layer.adapter_variables(adapter_name), arrays):
+            variable.assign(array)
     _activate(layers, {adapter_name: 1.0})
     _ready(model)
     return model
