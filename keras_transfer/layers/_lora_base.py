@@ -39,13 +39,14 @@ before wrapping (`from_layer` on a quantized layer) or after
 weights stay float32 and the quantized codes stay frozen.
 """
 
-import contextlib
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
-from keras_transfer import _keras_private
+from keras_transfer.layers._named_adapters import DEFAULT_ADAPTER
+from keras_transfer.layers._named_adapters import NamedAdaptersMixin
 
 # Quantization modes whose frozen base can carry a low-rank update. Keras's
 # other modes either train their own variables (float8 scales) or compute
@@ -131,24 +132,6 @@ class QuantizeGuard:
         super().quantize(mode, type_check=False, config=config)
 
 
-DEFAULT_ADAPTER = "default"
-
-
-class _NamedAdapters:
-    """The named adapters of one LoRA layer, besides the default one.
-
-    A plain object, which Keras's attribute tracker leaves alone: the
-    variables are tracked by `add_weight` (in creation order, which `build`
-    repeats from the config on loading).
-    """
-
-    def __init__(self):
-        self.specs = {}  # name -> {"lora_rank", "lora_alpha", "rank_stabilized"}
-        self.factors = {}  # name -> (A, B)
-        self.gates = {}  # name -> scalar weight g, the default's included
-        self.training = DEFAULT_ADAPTER  # whose weights train
-
-
 def adapter_scale(spec):
     """`s` of a named adapter's settings."""
     if spec["rank_stabilized"]:
@@ -170,7 +153,7 @@ def _split_dtype(dtype):
     return policy.get_config()["source_name"], policy
 
 
-class LoRABase(keras.layers.Layer):
+class LoRABase(NamedAdaptersMixin, keras.layers.Layer):
     """Common code of `LoRADense`, `LoRAEinsumDense` and `LoRAConv2D`."""
 
     def __init__(
@@ -214,8 +197,7 @@ class LoRABase(keras.layers.Layer):
         self._quantization_config = quantization_config
         # Named adapters (see the module docstring): created in `build` from
         # `named_adapters` (a saved layer's), or later by the strategies.
-        self._named_state = named_adapters
-        self._named = _NamedAdapters()
+        self._init_named(named_adapters)
         # No dropout sublayer at rate 0: no op in the step, and nothing for
         # `model.quantize` to warn about.
         self.dropout_layer = None
@@ -259,94 +241,88 @@ class LoRABase(keras.layers.Layer):
         weights.extend(self._named.gates.values())
         return weights
 
-    # --- Named adapters (driven by `strategies/peft/named.py`) -----------
+    # --- Named adapters (see `_named_adapters`; driven by
+    # `strategies/peft/named.py`) -----------------------------------------
 
-    @property
-    def adapter_names(self):
-        """The adapters of this layer: `"default"`, then the named ones."""
-        return [DEFAULT_ADAPTER] + list(self._named.specs)
+    def _default_adapter_variables(self):
+        # `[A, B]`, `[A, B, m]` with DoRA.
+        weights = [self.lora_kernel_a, self.lora_kernel_b]
+        if self.use_dora:
+            weights.append(self.lora_magnitude)
+        return weights
 
-    def adapter_variables(self, name):
-        """The weights of adapter `name`: `[A, B]` (`[A, B, m]` for the
-        default adapter with DoRA)."""
-        if name == DEFAULT_ADAPTER:
-            weights = [self.lora_kernel_a, self.lora_kernel_b]
-            if self.use_dora:
-                weights.append(self.lora_magnitude)
-            return weights
-        return list(self._named.factors[name])
-
-    def adapter_spec(self, name):
-        """`{"lora_rank", "lora_alpha", "rank_stabilized"}` of `name`."""
-        if name == DEFAULT_ADAPTER:
-            return {
-                "lora_rank": self.lora_rank,
-                "lora_alpha": self.lora_alpha,
-                "rank_stabilized": self.rank_stabilized,
-            }
-        return dict(self._named.specs[name])
-
-    def adapter_weights(self):
-        """`{name: g}`, the current weight of each adapter (all 1.0 for the
-        default adapter of a layer with no named adapter)."""
-        if not self._named.gates:
-            return {DEFAULT_ADAPTER: 1.0}
+    def _default_adapter_spec(self):
         return {
-            name: float(ops.convert_to_numpy(gate))
-            for name, gate in self._named.gates.items()
+            "lora_rank": self.lora_rank,
+            "lora_alpha": self.lora_alpha,
+            "rank_stabilized": self.rank_stabilized,
         }
 
-    def set_adapter_weights(self, weights):
-        """Assigns `g` of each adapter: `weights` maps every adapter name to
-        a number. Needs `gate_adapters()` first."""
-        for name, gate in self._named.gates.items():
-            gate.assign(float(weights[name]))
+    def _weights_scope(self):
+        b = getattr(self, "lora_kernel_b", None)
+        return None if b is None else b.path.split("/")[:-2]
 
-    @property
-    def training_adapter(self):
-        """The adapter whose weights train (`None`: none of them)."""
-        return self._named.training
+    def _check_rank(self, lora_rank):
+        _, _, d, k = self._lora_shapes()
+        if lora_rank > min(d, k):
+            raise ValueError(
+                f"`lora_rank` must be at most min(input size, output size) = "
+                f"min({d}, {k}) = {min(d, k)} for layer '{self.name}'. "
+                f"Received: lora_rank={lora_rank}"
+            )
 
-    def set_training_adapter(self, name):
-        self._named.training = name
-        self._freeze_adapters()
-
-    def named_adapter_state(self):
-        """What `build` needs to recreate the named adapters (the config
-        entry `named_adapters`), or `None` if there are none."""
-        named = self._named
-        if not named.gates and named.training == DEFAULT_ADAPTER:
-            return None
+    def _normalize_spec(self, name, spec, check):
+        check_lora_args(spec["lora_rank"], spec["lora_alpha"], 0.0)
+        if check:
+            self._check_rank(spec["lora_rank"])
         return {
-            "adapters": [
-                {"name": name, **spec} for name, spec in named.specs.items()
-            ],
-            "gated": bool(named.gates),
-            "training": named.training,
+            "lora_rank": spec["lora_rank"],
+            "lora_alpha": (
+                spec["lora_rank"]
+                if spec["lora_alpha"] is None
+                else spec["lora_alpha"]
+            ),
+            "rank_stabilized": bool(spec["rank_stabilized"]),
         }
 
-    def gate_adapters(self):
-        """Creates the default adapter's weight `g = 1` (once)."""
-        if not self._named.gates:
-            with self._adding_weights():
-                self._named.gates[DEFAULT_ADAPTER] = self.add_weight(
-                    name="lora_gate",
-                    shape=(),
-                    initializer="ones",
-                    dtype="float32",
-                    trainable=False,
-                )
+    def _create_named_variables(self, name, spec):
+        a_shape, b_shape, _, _ = self._lora_shapes()
+        rank = spec["lora_rank"]
+        a = self.add_weight(
+            name=f"lora_kernel_a_{name}",
+            shape=tuple(a_shape[:-1]) + (rank,),
+            initializer=self.lora_a_initializer,
+            dtype="float32",
+        )
+        b = self.add_weight(
+            name=f"lora_kernel_b_{name}",
+            shape=(rank,) + tuple(b_shape[1:]),
+            initializer="zeros",
+            dtype="float32",
+        )
+        return a, b
 
-    @contextlib.contextmanager
-    def _adding_weights(self):
-        """Lets a built layer create weights, under the name scope it was
-        built in (so the paths match those of a layer loaded from a file)."""
-        scope = self.lora_kernel_a.path.split("/")[:-2]
-        with contextlib.ExitStack() as stack:
-            for part in scope:
-                stack.enter_context(keras.name_scope(part))
-            stack.enter_context(_keras_private.unlocked_tracker(self))
-            yield
+    def weighted_adapter(self, names, weights):
+        """`(settings, [A, B])` of the adapter equal to
+        `sum_i w_i delta_i` over adapters `names` (NumPy arrays; see
+        `add_weighted_adapter`)."""
+        if DEFAULT_ADAPTER in names and self.use_dora:
+            raise ValueError(
+                "The default adapter is DoRA (`use_dora=True`): its update "
+                "is not low-rank and cannot be concatenated. Received: "
+                f"adapters={list(names)!r}"
+            )
+        parts_a, parts_b = [], []
+        for name, w in zip(names, weights):
+            a, b = self.adapter_variables(name)[:2]
+            factor = w * adapter_scale(self.adapter_spec(name))
+            parts_a.append(ops.convert_to_numpy(a))
+            parts_b.append(ops.convert_to_numpy(b) * factor)
+        a = np.concatenate(parts_a, axis=-1)
+        b = np.concatenate(parts_b, axis=0)
+        rank = a.shape[-1]
+        spec = {"lora_rank": rank, "lora_alpha": rank, "rank_stabilized": False}
+        return spec, [a, b]
 
     def add_named_adapter(
         self, name, lora_rank, lora_alpha, rank_stabilized, check_rank=True
@@ -356,81 +332,15 @@ class LoRABase(keras.layers.Layer):
         name or (with `check_rank`) a rank above min(input size, output
         size); a weighted combination's rank, the sum of its parts', may
         exceed it."""
-        if name in self.adapter_names:
-            raise ValueError(
-                f"Layer '{self.name}' already has an adapter named {name!r} "
-                f"(it has {self.adapter_names}). Received: "
-                f"adapter_name={name!r}"
-            )
-        check_lora_args(lora_rank, lora_alpha, 0.0)
-        a_shape, b_shape, d, k = self._lora_shapes()
-        if check_rank and lora_rank > min(d, k):
-            raise ValueError(
-                f"`lora_rank` must be at most min(input size, output size) = "
-                f"min({d}, {k}) = {min(d, k)} for layer '{self.name}'. "
-                f"Received: lora_rank={lora_rank}"
-            )
-        self.gate_adapters()
-        spec = {
-            "lora_rank": lora_rank,
-            "lora_alpha": lora_rank if lora_alpha is None else lora_alpha,
-            "rank_stabilized": bool(rank_stabilized),
-        }
-        with self._adding_weights():
-            a = self.add_weight(
-                name=f"lora_kernel_a_{name}",
-                shape=tuple(a_shape[:-1]) + (lora_rank,),
-                initializer=self.lora_a_initializer,
-                dtype="float32",
-            )
-            b = self.add_weight(
-                name=f"lora_kernel_b_{name}",
-                shape=(lora_rank,) + tuple(b_shape[1:]),
-                initializer="zeros",
-                dtype="float32",
-            )
-            gate = self.add_weight(
-                name=f"lora_gate_{name}",
-                shape=(),
-                initializer="zeros",
-                dtype="float32",
-                trainable=False,
-            )
-        self._named.specs[name] = spec
-        self._named.factors[name] = (a, b)
-        self._named.gates[name] = gate
-        self._freeze_adapters()
-
-    def delete_named_adapter(self, name):
-        """Removes adapter `name` and its weights (not the default one)."""
-        a, b = self._named.factors.pop(name)
-        gate = self._named.gates.pop(name)
-        del self._named.specs[name]
-        for variable in (a, b, gate):
-            _keras_private.untrack_variable(self, variable)
-        if self._named.training == name:
-            self._named.training = None
-        self._freeze_adapters()
-
-    def _build_named(self, state):
-        if not state:
-            return
-        if state.get("gated"):
-            self.gate_adapters()
-        for spec in state.get("adapters", []):
-            spec = dict(spec)
-            self.add_named_adapter(spec.pop("name"), check_rank=False, **spec)
-        self._named.training = state.get("training", DEFAULT_ADAPTER)
-        self._freeze_adapters()
-
-    def _freeze_adapters(self):
-        """Only the training adapter's weights train (if the layer does)."""
-        if getattr(self, "lora_kernel_b", None) is None:
-            return  # Not built yet: `build` calls this again.
-        for name in self.adapter_names:
-            flag = self.trainable and name == self._named.training
-            for variable in self.adapter_variables(name):
-                variable.trainable = flag
+        self._add_named(
+            name,
+            {
+                "lora_rank": lora_rank,
+                "lora_alpha": lora_alpha,
+                "rank_stabilized": rank_stabilized,
+            },
+            check=check_rank,
+        )
 
     # Subclasses define: `base_layer` (created in __init__), `_lora_shapes`
     # (shapes of A and B from the built kernel), `_low_rank` (the update
@@ -442,13 +352,8 @@ class LoRABase(keras.layers.Layer):
         self.base_layer.build(input_shape)
         # Only the kernel is frozen: the bias trains when `train_bias=True`.
         self._freeze_base()
-        a_shape, b_shape, d, k = self._lora_shapes()
-        if self.lora_rank > min(d, k):
-            raise ValueError(
-                f"`lora_rank` must be at most min(input size, output size) = "
-                f"min({d}, {k}) = {min(d, k)} for layer '{self.name}'. "
-                f"Received: lora_rank={self.lora_rank}"
-            )
+        a_shape, b_shape, _, _ = self._lora_shapes()
+        self._check_rank(self.lora_rank)
         # float32 even under mixed precision: LoRA updates underflow in fp16.
         self.lora_kernel_a = self.add_weight(
             name="lora_kernel_a",
@@ -475,7 +380,7 @@ class LoRABase(keras.layers.Layer):
                 dtype="float32",
             )
             self.reset_magnitude()
-        self._build_named(self._named_state)
+        self._build_named()
 
     def reset_magnitude(self):
         """Sets DoRA's magnitude `m` to `||W + s A B||_c` (the identity)."""

@@ -6,9 +6,11 @@ from unittest import mock
 import keras
 import numpy as np
 
+from keras_transfer.layers import Adapter
 from keras_transfer.layers import LoRADense
 from keras_transfer.layers import LoRAEinsumDense
 from keras_transfer.strategies import active_adapters
+from keras_transfer.strategies import add_adapters
 from keras_transfer.strategies import add_lora_adapter
 from keras_transfer.strategies import add_weighted_adapter
 from keras_transfer.strategies import apply_lora
@@ -436,3 +438,239 @@ class NamedAdaptersOnOtherBasesTest(TestCase):
         self.assertAllClose(mixed, base_out + 2.0 * only_default - only_b, atol=1e-4)
         merged, _ = merge_lora(model)
         self.assertAllClose(merged(images), mixed, atol=1e-4)
+
+
+def _adapter_model(compiled=False):
+    """`_nested()` with a bottleneck adapter after d1 and d2 (default, m=2)
+    and a named one "b" (m=3), the head trainable."""
+    model, _ = add_adapters(
+        _nested(), targets=["^inner/d[12]$"], bottleneck=2,
+        trainable_layers=["^head$"],
+    )
+    if compiled:
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    add_adapters(model, adapter_name="b", bottleneck=3)
+    rng = np.random.default_rng(0)
+    for layer in _adapters(model):
+        for name in layer.adapter_names:
+            for v in layer.adapter_variables(name):
+                v.assign(rng.normal(size=tuple(v.shape)).astype("float32") * 0.5)
+    return model
+
+
+def _adapters(model):
+    inner = model.get_layer("inner")
+    return [
+        inner.get_layer(f"d{i}_with_adapter").get_layer(f"d{i}_adapter")
+        for i in (1, 2)
+    ]
+
+
+def _adapter_reference(model, x, weights):
+    """NumPy: each adapter layer is `h + sum_i g_i up_i(relu(down_i(h)))`."""
+    inner = model.get_layer("inner")
+    h = x
+    for i, layer in zip((1, 2), _adapters(model)):
+        dense = inner.get_layer(f"d{i}_with_adapter").get_layer(f"d{i}")
+        h = h @ _np(dense.kernel) + _np(dense.bias)
+        out = h
+        for name, g in weights.items():
+            wd, bd, wu, bu = (_np(v) for v in layer.adapter_variables(name))
+            out = out + g * (np.maximum(h @ wd + bd, 0) @ wu + bu)
+        h = out
+    head = model.get_layer("head")
+    return h @ _np(head.kernel) + _np(head.bias)
+
+
+class NamedBottleneckAdaptersTest(TestCase):
+    def test_add_activate_disable_delete_against_numpy(self):
+        base = _np(_nested()(X))  # same seed: the model before surgery
+        model = _adapter_model()
+        self.assertEqual(list_adapters(model), ["default", "b"])
+        self.assertEqual(active_adapters(model), {"default": 0.0, "b": 1.0})
+        # Only the new adapter and the head train.
+        d1, d2 = _adapters(model)
+        self.assertEqual(
+            {v.path for v in model.trainable_weights},
+            {v.path for l in (d1, d2) for v in l.adapter_variables("b")}
+            | {v.path for v in model.get_layer("head").weights},
+        )
+        self.assertEqual(d1.adapter_spec("b"), {"bottleneck": 3})
+        for weights in ({"default": 1.0}, {"b": 1.0}, {"default": 0.3, "b": -0.7}):
+            set_adapter(model, list(weights), list(weights.values()))
+            self.assertAllClose(
+                model(X), _adapter_reference(model, X, weights), atol=1e-5
+            )
+        with disable_adapters(model):
+            # Exactly the model before the surgery.
+            np.testing.assert_array_equal(_np(model(X)), base)
+        self.assertAllClose(
+            model(X), _adapter_reference(model, X, {"default": 0.3, "b": -0.7}),
+            atol=1e-5,
+        )
+        train_adapter(model, "default")
+        self.assertIn(d1.down.kernel.path, {v.path for v in model.trainable_weights})
+        delete_adapter(model, "b")
+        self.assertEqual(list_adapters(model), ["default"])
+        self.assertLen(d1.weights, 5)  # down, up (kernel, bias), g
+        set_adapter(model, "default", [0.5])
+        self.assertAllClose(
+            model(X), _adapter_reference(model, X, {"default": 0.5}), atol=1e-5
+        )
+
+    def test_weighted_adapter_is_exact(self):
+        model = _adapter_model()
+        set_adapter(model, ["default", "b"], [0.25, -2.0])
+        mixed = _np(model(X))
+        add_weighted_adapter(model, ["default", "b"], [0.25, -2.0], "mix")
+        self.assertEqual(
+            active_adapters(model), {"default": 0.0, "b": 0.0, "mix": 1.0}
+        )
+        self.assertEqual(_adapters(model)[0].adapter_spec("mix"), {"bottleneck": 5})
+        self.assertAllClose(model(X), mixed, atol=1e-5)
+        self.assertAllClose(
+            mixed, _adapter_reference(model, X, {"default": 0.25, "b": -2.0}),
+            atol=1e-5,
+        )
+
+    def test_switching_does_not_retrace_and_trains_the_new_one(self):
+        model = _adapter_model(compiled=True)
+        traces = []
+        original = Adapter.call
+
+        def counting(self, *args, **kwargs):
+            traces.append(self.name)
+            return original(self, *args, **kwargs)
+
+        with mock.patch.object(Adapter, "call", counting):
+            model.predict(X, batch_size=8, verbose=0)
+            after_predict = len(traces)
+            for weights in ({"default": 1.0}, {"b": 1.0}, {"default": 0.5, "b": 2.0}):
+                set_adapter(model, list(weights), list(weights.values()))
+                self.assertAllClose(
+                    model.predict(X, batch_size=8, verbose=0),
+                    _adapter_reference(model, X, weights),
+                    atol=1e-5,
+                )
+            with disable_adapters(model):
+                self.assertAllClose(
+                    model.predict(X, batch_size=8, verbose=0),
+                    _adapter_reference(model, X, {}),
+                    atol=1e-5,
+                )
+            self.assertEqual(len(traces), after_predict)
+            set_adapter(model, "b")
+            d1 = _adapters(model)[0]
+            default = [_np(v) for v in d1.adapter_variables("default")]
+            before_b = [_np(v) for v in d1.adapter_variables("b")]
+            model.fit(X, Y, batch_size=4, epochs=1, verbose=0)
+            after_fit = len(traces)
+            set_adapter(model, ["default", "b"], [1.0, 1.0])
+            model.fit(X, Y, batch_size=4, epochs=1, verbose=0)
+            self.assertEqual(len(traces), after_fit)
+        # "b" trained, the default adapter did not.
+        for v, old in zip(d1.adapter_variables("default"), default):
+            np.testing.assert_array_equal(_np(v), old)
+        self.assertGreater(
+            max(np.abs(_np(v) - old).max() for v, old in zip(d1.adapter_variables("b"), before_b)),
+            0,
+        )
+
+    def test_save_load_whole_model_and_one_adapter(self):
+        model = _adapter_model(compiled=True)
+        set_adapter(model, ["default", "b"], [0.5, 1.5])
+        path = os.path.join(self.get_temp_dir(), "adapters.keras")
+        model.save(path)
+        loaded = keras.models.load_model(path)
+        self.assertEqual(list_adapters(loaded), ["default", "b"])
+        self.assertEqual(active_adapters(loaded), {"default": 0.5, "b": 1.5})
+        self.assertAllClose(loaded(X), model(X), atol=1e-6)
+        self.assertEqual(
+            sorted(v.path.split("/")[-2:] for v in loaded.trainable_weights),
+            sorted(v.path.split("/")[-2:] for v in model.trainable_weights),
+        )
+        loaded.fit(X, Y, batch_size=4, epochs=1, verbose=0)
+
+        single = os.path.join(self.get_temp_dir(), "b.npz")
+        save_peft_weights(model, single, adapter_name="b")
+        with np.load(single) as data:
+            self.assertLen(data.files, 9)  # 4 weights x 2 layers, settings
+        other, _ = add_adapters(
+            _nested(), targets=["^inner/d[12]$"], bottleneck=2,
+            trainable_layers=["^head$"],
+        )
+        load_peft_weights(other, single, adapter_name="reviews")
+        self.assertEqual(list_adapters(other), ["default", "reviews"])
+        self.assertEqual(active_adapters(other), {"default": 1.0, "reviews": 0.0})
+        set_adapter(model, "b")
+        set_adapter(other, "reviews")
+        other.get_layer("head").set_weights(model.get_layer("head").get_weights())
+        self.assertAllClose(other(X), model(X), atol=1e-6)
+
+    def test_lora_and_adapters_together(self):
+        # `disable_adapters` turns off both kinds: exactly the base model.
+        base = _np(_nested()(X))
+        model, _ = apply_lora(_nested(), lora_rank=2, targets=["^inner/d1$"])
+        model, _ = add_adapters(model, targets=["^inner/d2$"], bottleneck=2)
+        rng = np.random.default_rng(3)
+        for v in model.trainable_weights:
+            v.assign(rng.normal(size=tuple(v.shape)).astype("float32"))
+        adapted = _np(model(X))
+        self.assertGreater(np.abs(adapted - base).max(), 1e-3)
+        with disable_adapters(model):
+            np.testing.assert_array_equal(_np(model(X)), base)
+        np.testing.assert_array_equal(_np(model(X)), adapted)
+        add_lora_adapter(model, "b")
+        self.assertEqual(list_adapters(model), ["default", "b"])
+        with self.assertRaisesRegex(ValueError, r"already has an adapter named 'b'"):
+            add_adapters(model, adapter_name="b")
+
+    def test_bad_input_names_argument_and_value(self):
+        with self.assertRaisesRegex(ValueError, r"no bottleneck adapter.*adapter_name='b'"):
+            add_adapters(_nested(), adapter_name="b")
+        model = _adapter_model()
+        with self.assertRaisesRegex(ValueError, r"already has an adapter named 'b'"):
+            add_adapters(model, adapter_name="b")
+        with self.assertRaisesRegex(ValueError, r"identifier.*adapter_name='a b'"):
+            add_adapters(model, adapter_name="a b")
+        with self.assertRaisesRegex(ValueError, r"`placement`.*placement='houlsby'"):
+            add_adapters(model, placement="houlsby", adapter_name="c")
+        with self.assertRaisesRegex(ValueError, r"activation='gelu'"):
+            add_adapters(model, adapter_name="c", activation="gelu")
+        with self.assertRaisesRegex(ValueError, r"bottleneck=0"):
+            add_adapters(model, adapter_name="c", bottleneck=0)
+        with self.assertRaisesRegex(ValueError, r"Unknown adapter 'c'.*adapters='c'"):
+            set_adapter(model, "c")
+        self.assertEqual(list_adapters(model), ["default", "b"])
+
+    def test_keras_hub_backbone_save_load(self):
+        import keras_hub
+
+        keras.utils.set_random_seed(0)
+        backbone = keras_hub.models.BertBackbone(
+            vocabulary_size=30, num_layers=1, num_heads=2, hidden_dim=8,
+            intermediate_dim=16, max_sequence_length=8,
+        )
+        rng = np.random.default_rng(0)
+        x = {
+            "token_ids": rng.integers(0, 30, (2, 8)),
+            "segment_ids": np.zeros((2, 8), "int32"),
+            "padding_mask": np.ones((2, 8), "bool"),
+        }
+        base = _np(backbone(x)["sequence_output"])
+        backbone, _ = add_adapters(backbone, placement="pfeiffer", bottleneck=2)
+        add_adapters(backbone, adapter_name="b", bottleneck=3)
+        for v in backbone.weights:
+            if "adapter" in v.path and "gate" not in v.path:
+                v.assign(rng.normal(size=tuple(v.shape)) * 0.3)
+        set_adapter(backbone, ["default", "b"], [1.0, -0.5])
+        path = os.path.join(self.get_temp_dir(), "bert.keras")
+        backbone.save(path)
+        loaded = keras.models.load_model(path)
+        self.assertEqual(list_adapters(loaded), ["default", "b"])
+        self.assertEqual(active_adapters(loaded), {"default": 1.0, "b": -0.5})
+        self.assertAllClose(
+            loaded(x)["sequence_output"], backbone(x)["sequence_output"], atol=1e-5
+        )
+        with disable_adapters(loaded):
+            np.testing.assert_array_equal(_np(loaded(x)["sequence_output"]), base)

@@ -96,16 +96,20 @@ def _redo(owner, peft):
 
 
 def _with_named_adapters(owner, entries):
-    """`entries` with each LoRA layer's named adapters as they are now
-    (`add_lora_adapter` and its siblings change them after the surgery)."""
-    from keras_transfer.layers._lora_base import LoRABase
+    """`entries` with each LoRA or adapter layer's named adapters as they
+    are now (`add_lora_adapter`, `add_adapters(..., adapter_name=...)` and
+    their siblings change them after the surgery)."""
+    from keras_transfer.layers._named_adapters import NamedAdaptersMixin
 
     layers = {s.key: s.layer for s in surgery.sites(owner)}
     result = []
     for entry in entries:
         entry = {k: v for k, v in entry.items() if k != "named_adapters"}
         layer = layers.get(entry["path"])
-        if entry["kind"] == "lora" and isinstance(layer, LoRABase):
+        if entry["kind"] == "adapter" and isinstance(layer, keras.Sequential):
+            # `Sequential([layer, Adapter])` (`make_adapter`).
+            layer = layer.layers[-1]
+        if isinstance(layer, NamedAdaptersMixin):
             state = layer.named_adapter_state()
             if state is not None:
                 entry["named_adapters"] = state
