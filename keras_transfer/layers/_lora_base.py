@@ -17,7 +17,10 @@ trainable magnitude `m` (one entry per output unit) and a direction:
 
 where `||.||_c` is the norm of each output unit's kernel column, taken over
 the input axes. As in the paper (section 4.3) and PEFT, the norm is treated
-as a constant in the backward pass.
+as a constant in the backward pass. At the start (`B = 0`, `m = ||W||_c`)
+the layer equals the base exactly in float32; under a mixed-precision
+policy the factor `m / ||W||_c` is 1 only up to one rounding of the compute
+dtype (about 4e-3 relative in bfloat16), while plain LoRA stays exact.
 
 Named adapters (`keras_transfer.strategies.add_lora_adapter` and its
 siblings): besides the adapter `apply_lora` made (named `"default"`: `A`,

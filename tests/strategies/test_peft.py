@@ -128,6 +128,12 @@ class ApplyLoRATest(TestCase):
         model, _ = apply_lora(_functional(), lora_rank=2, targets="d1")
         with self.assertRaisesRegex(ValueError, "already applied to layer 'd1'"):
             apply_lora(model, lora_rank=2, targets="d1")
+        # The default (class) targets say so too once every supported layer
+        # has LoRA (they said "No layer ... matches": a LoRA layer is not of
+        # the type it wraps).
+        model, _ = apply_lora(model, lora_rank=2)
+        with self.assertRaisesRegex(ValueError, "already applied to layer"):
+            apply_lora(model, lora_rank=2)
         with self.assertRaisesRegex(ValueError, "lora_rank=0"):
             apply_lora(_functional(), lora_rank=0, targets="d1")
         with self.assertRaisesRegex(ValueError, "min\\(6, 5\\).*lora_rank=6"):

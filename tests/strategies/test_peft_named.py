@@ -287,8 +287,12 @@ class NamedAdaptersTest(TestCase):
             load_peft_weights(other, whole, adapter_name="reviews")
         with self.assertRaisesRegex(ValueError, "single adapter"):
             load_peft_weights(other, path)
-        # The whole-model file holds every adapter and weight.
+        # The whole-model file holds every adapter and weight; a fresh copy
+        # without adapter "b" is told to add it (not only "apply the same
+        # `apply_lora`", which it did).
         copy = _lora_model()
+        with self.assertRaisesRegex(ValueError, "add_lora_adapter"):
+            load_peft_weights(copy, whole)
         add_lora_adapter(copy, "b", lora_rank=3)
         load_peft_weights(copy, whole)
         self.assertAllClose(copy(X), model(X), atol=1e-6)

@@ -166,7 +166,12 @@ def merge_lora(model):
     Each `LoRADense` / `LoRAEinsumDense` / `LoRAConv2D` becomes a `Dense` /
     `EinsumDense` / `Conv2D` with kernel `W + s A B` (see `LoRABase.merge`),
     so the saved config holds no LoRA and inference costs what the plain
-    layer costs. `apply_lora` is the reverse direction.
+    layer costs. `apply_lora` is the reverse direction. The merge is exact
+    (to float rounding) on float kernels; on an int8 / int4 quantized base
+    the merged kernel is quantized again, so outputs move by the
+    quantization error of the new kernel (of the order of Keras's own
+    quantization error, e.g. 0.02 on unit-scale outputs of a small int8
+    Dense), not by zero.
 
     Trainable state: once no LoRA layer or adapter is left, every layer
     gets back the trainable state it had before the first `apply_lora` /

@@ -86,11 +86,13 @@ def select(model, targets, supported, kind, accepts=None):
     strings = [t for t in targets if isinstance(t, str)]
     classes = tuple(t for t in targets if isinstance(t, type))
     string_hits = {t: 0 for t in strings}
-    chosen, seen = [], set()
+    chosen, seen, with_lora = [], set(), []
     for site in sites(model):
         layer = site.layer
         by_string = [t for t in strings if re.search(t, site.path)]
         by_class = classes and isinstance(layer, classes)
+        if kind == "lora" and classes and isinstance(layer, LoRABase):
+            with_lora.append(site.path)
         if supported is not None and by_class:
             by_class = type(layer) in supported and (
                 accepts is None or accepts(layer)
@@ -130,6 +132,13 @@ def select(model, targets, supported, kind, accepts=None):
                 f"{target!r}. Some layer paths: {_some_paths(model)}. Fix "
                 "the pattern (a regular expression searched in the path)."
             )
+    if not chosen and with_lora:
+        raise ValueError(
+            f"LoRA is already applied to layer '{with_lora[0]}' (and to "
+            f"{len(with_lora) - 1} more), and no other layer of model "
+            f"'{model.name}' matches targets {targets!r}. Apply it once per "
+            "layer (merge it first with `merge_lora`)."
+        )
     if not chosen:
         raise ValueError(
             f"No layer of model '{model.name}' matches targets {targets!r}"

@@ -82,8 +82,11 @@ def load_peft_weights(model, filepath, adapter_name=None):
     """Loads weights saved by `save_peft_weights` into `model`.
 
     `model` must have the same LoRA layers / adapters (same targets, ranks
-    and bottlenecks) and the same layers training besides them; any
-    missing, extra or mis-shaped weight is an error and nothing is loaded.
+    and bottlenecks), the same named adapters (re-add them with
+    `add_lora_adapter` / `add_adapters(..., adapter_name=)` before loading a
+    file saved from a model that had them) and the same layers training
+    besides them; any missing, extra or mis-shaped weight is an error and
+    nothing is loaded.
 
     With `adapter_name`, `filepath` must hold one adapter
     (`save_peft_weights(..., adapter_name=...)`); it is loaded as adapter
@@ -116,7 +119,10 @@ def load_peft_weights(model, filepath, adapter_name=None):
             f"Missing in the file: {missing[:10]}; not in the model: "
             f"{extra[:10]}. Apply the same `apply_lora`/`add_adapters` "
             "call (same `trainable_layers`) to the base model before "
-            "loading."
+            "loading, and add the same named adapters "
+            "(`add_lora_adapter(model, name)` / `add_adapters(..., "
+            "adapter_name=name)`) the saved model had; or load one adapter "
+            "with `adapter_name=`."
         )
     for key, v in variables.items():
         if tuple(stored[key].shape) != tuple(v.shape):
