@@ -52,6 +52,14 @@ def _pick(rows, key, higher):
     return int(np.argmax(values) if higher else np.argmin(values))
 
 
+def _spearman(a, b):
+    ra = np.argsort(np.argsort(a)).astype(float)
+    rb = np.argsort(np.argsort(b)).astype(float)
+    if ra.std() == 0 or rb.std() == 0:
+        return 0.0
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
 def _is_sweep(method):
     return ":" in method.split(" + ")[0]
 
@@ -85,7 +93,7 @@ def selection(runs):
 
 def print_selection(runs):
     sets = selection(runs)
-    costs = defaultdict(list)
+    costs, rhos = defaultdict(list), defaultdict(list)
     print("### Picks per candidate set (target test accuracy, %; cost in points)")
     print()
     print("| set | direction | candidates | oracle (acc) | "
@@ -101,6 +109,10 @@ def print_selection(runs):
             cost = acc[best] - acc[i]
             costs[(kind, direction, score)].append(cost)
             cells.append(f"{candidates[i][0]} ({acc[i]:.1f}, {cost:.1f})")
+            sign = 1.0 if higher else -1.0
+            if len(candidates) >= 5:  # a rank correlation of 2-4 says little
+                rhos[(kind, direction, score)].append(_spearman(
+                    sign * np.array([row[key] for _, row in candidates]), acc))
         # Reference without a score: the last epoch for an epoch set.
         if kind == "epochs":
             costs[(kind, direction, "last epoch")].append(acc[best] - acc[-1])
@@ -123,6 +135,19 @@ def print_selection(runs):
         for score in list(SCORES) + refs:
             c = costs.get((kind, direction, score))
             cells.append("-" if not c else f"{np.mean(c):.1f} / {np.max(c):.1f}")
+        print(f"| {kind} | {direction} | {n} | " + " | ".join(cells) + " |")
+    print()
+    print("### Spearman correlation (ordinal ranks) of each score, oriented so "
+          "that + = agrees, with target accuracy; mean over candidate sets of "
+          "5 or more")
+    print()
+    print("| set | direction | sets | " + " | ".join(SCORES) + " |")
+    print("|---|---|---|" + "---|" * len(SCORES))
+    for kind, direction in kinds:
+        n = len(rhos[(kind, direction, "SND")])
+        if not n:
+            continue
+        cells = [f"{np.mean(rhos[(kind, direction, score)]):+.2f}" for score in SCORES]
         print(f"| {kind} | {direction} | {n} | " + " | ".join(cells) + " |")
 
 
