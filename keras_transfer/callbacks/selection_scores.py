@@ -117,6 +117,11 @@ class SelectionScores(keras.callbacks.Callback):
         self.validation = model_selection._check_selection_data(
             scores, target, source_validation, source, argument="scores"
         )
+        if not isinstance(from_logits, bool):
+            raise ValueError(
+                "`from_logits` must be True or False. "
+                f"Received: from_logits={from_logits!r}"
+            )
         if not isinstance(prefix, str):
             raise ValueError(
                 f"`prefix` must be a string. Received: prefix={prefix!r}"
@@ -125,7 +130,7 @@ class SelectionScores(keras.callbacks.Callback):
         self.source = source
         self.scores = scores
         self.features = features
-        self.from_logits = bool(from_logits)
+        self.from_logits = from_logits
         self.temperature = check_positive(temperature, "temperature")
         self.batch_size = check_int(batch_size, "batch_size")
         self.frequency = check_int(frequency, "frequency")

@@ -159,6 +159,7 @@ class SelectionScoresTest(TestCase, parameterized.TestCase):
         ("temperature", {"temperature": 0.0}, "`temperature` must be a positive"),
         ("frequency", {"frequency": 0}, "`frequency` must be a positive integer"),
         ("prefix", {"prefix": None}, "`prefix` must be a string"),
+        ("from_logits", {"from_logits": "no"}, "`from_logits` must be True or False"),
     )
     def test_bad_arguments_raise(self, kwargs, message):
         args = {"target": np.zeros((4, 2))}
