@@ -35,11 +35,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import keras  # noqa: E402
 
 from keras_transfer.callbacks import GradientReversalScheduler  # noqa: E402
+from keras_transfer.callbacks import SelectionScores  # noqa: E402
 from keras_transfer.data import ImageAugmentation  # noqa: E402
 from keras_transfer.models import CDANModel  # noqa: E402
 from keras_transfer.models import DiscrepancyAlignmentModel  # noqa: E402
 from keras_transfer.models import InformationMaximizationModel  # noqa: E402
 from keras_transfer.models import MCDModel  # noqa: E402
+from keras_transfer.strategies import importance_weights  # noqa: E402
 from keras_transfer.strategies import soft_neighborhood_density  # noqa: E402
 from keras_transfer.models import DomainAdversarialModel  # noqa: E402
 
@@ -76,6 +78,64 @@ def load(variant, direction="mnist->usps"):
         return (xt.astype("float32"), ytr, xs[order[:4000]],
                 xs[order[4000:]], ys[order[4000:]])
     return xs, ys, xt.astype("float32"), xte.astype("float32"), yte
+
+
+def selection_split(data, direction):
+    """`--scores`: 500 labelled source images held out as source validation.
+
+    MNIST -> USPS: 500 of the 5,000 MNIST digits (a fixed permutation, seed
+    4321), so the models train on the other 4,500. USPS -> MNIST: 500 of the
+    2,007 USPS *test* images (fixed, seed 4321), which this direction never
+    uses otherwise, so training is unchanged (7,291 USPS images).
+    Returns `(data, (x_val, y_val))`.
+    """
+    xs, ys, xt, xte, yte = data
+    rng = np.random.default_rng(4321)
+    if direction == "usps->mnist":
+        import h5py
+        import tensorflow as tf
+
+        with h5py.File(USPS, "r") as f:
+            xv = f["test/data"][:].reshape(-1, 16, 16, 1)
+            yv = f["test/target"][:].astype("int32")
+        pick = rng.permutation(len(xv))[:500]
+        xv = tf.image.resize(xv[pick], (28, 28)).numpy().astype("float32")
+        return data, (xv, yv[pick])
+    held = np.zeros(len(xs), bool)
+    held[rng.permutation(len(xs))[:500]] = True
+    return (xs[~held], ys[~held], xt, xte, yte), (xs[held], ys[held])
+
+
+class EpochRecord(keras.callbacks.Callback):
+    """`--scores`: after `SelectionScores`, one row per epoch with its label-free
+    scores and the target test accuracy (for the record only)."""
+
+    def __init__(self, scores, xte, yte):
+        super().__init__()
+        self.scores, self.xte, self.yte = scores, xte, yte
+        self.rows, self._start = [], 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        pred = self.model.predict(self.xte, batch_size=512, verbose=0).argmax(-1)
+        row = {"epoch": epoch + 1,
+               "target_accuracy": float((pred == self.yte).mean()),
+               "source_train_accuracy": float(logs.get("source_accuracy", np.nan))}
+        row.update({k: float(logs[k]) for k in self.scores.history})
+        # DEV's importance weights, as SelectionScores computes them: their
+        # largest value and effective sample size (sum w)^2 / sum w^2, out
+        # of the 500 validation images (a diagnostic of DEV's variance).
+        f = self.model.feature_extractor
+        w = importance_weights(*(
+            f.predict(x, batch_size=500, verbose=0)
+            for x in (self.scores.source, self.scores.target,
+                      self.scores.validation[0])))
+        row["dev_weight_max"] = float(w.max())
+        row["dev_weight_ess"] = float(w.sum() ** 2 / (w ** 2).sum())
+        row["seconds"] = time.time() - self._start
+        self.rows.append(row)
 
 
 class AnnealedLearningRate(keras.optimizers.schedules.LearningRateSchedule):
@@ -206,11 +266,17 @@ REVERSAL_MAX = {"DANN": 1.0, "CDAN+E": 1.0, "CDAN+E+IM": 1.0,
                 "CDAN+E+IM+ST": 1.0, "CDAN+E+ST": 1.0}
 
 
-def run(method, data, seed, epochs, lr, augment=False):
+def run(method, data, seed, epochs, lr, augment=False, validation=None):
+    """Trains one method; with `validation` (`--scores`), scores every epoch."""
     xs, ys, xt, xte, yte = data
     keras.utils.set_random_seed(seed)
     encoder, head = lenet(xs.shape[1:])
-    model = METHODS[method](encoder, head)
+    if method.split(":")[0] in ("MMD", "CORAL") and ":" in method:
+        # The weight sweep: "MMD:10", "CORAL:1000" (method:alignment weight).
+        name, weight = method.split(":")
+        model = DiscrepancyAlignmentModel(encoder, head, name.lower(), float(weight))
+    else:
+        model = METHODS[method](encoder, head)
     ds = dataset(xs, ys, xt, seed, augment=augment)
     steps = len(xs) // 64
     model.compile(optimizer=keras.optimizers.SGD(
@@ -223,6 +289,18 @@ def run(method, data, seed, epochs, lr, augment=False):
         callbacks.append(keras.callbacks.LambdaCallback(
             on_epoch_begin=lambda epoch, logs: model.set_information_weight(
                 float(2.0 / (1.0 + np.exp(-10.0 * epoch / epochs)) - 1.0))))
+    record = None
+    if validation is not None:
+        # Label-free scores of each epoch's model (1,000 unlabelled target
+        # training images, 500 held-out labelled source images, 1,000 source
+        # training images for DEV's domain classifier); the target test
+        # accuracy of each epoch is kept for the record and chooses nothing.
+        scores = SelectionScores(
+            xt[:1000], validation, xs[:1000],
+            scores=["snd", "dev", "reverse_validation", "source_val_accuracy"],
+            batch_size=500)
+        record = EpochRecord(scores, xte, yte)
+        callbacks += [scores, record]
     start = time.time()
     history = model.fit(ds, epochs=epochs, verbose=0, callbacks=callbacks)
     seconds = time.time() - start
@@ -243,6 +321,8 @@ def run(method, data, seed, epochs, lr, augment=False):
         "seconds": seconds,
         "backend": keras.backend.backend(),
         "pseudo_label_fraction": h.get("pseudo_label_fraction"),
+        **({"source_train_size": len(xs), "per_epoch": record.rows}
+           if record is not None else {}),
     }
 
 
@@ -253,22 +333,33 @@ def main():
                         default="mnist->usps")
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS),
+                        help="names in METHODS, or MMD:WEIGHT / CORAL:WEIGHT")
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--augment", choices=["none", "zoom"], default="none",
                         help="zoom: random centred zoom-in of the source images "
                         "(ImageAugmentation(zoom=(20 / 28, 1.0)))")
+    parser.add_argument("--scores", action="store_true",
+                        help="hold out 500 labelled source images and record, "
+                        "after every epoch, source validation accuracy, SND, "
+                        "DEV, reverse validation and the target test accuracy "
+                        "(see selection_split)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     data = load(args.variant, args.direction)
+    validation = None
+    if args.scores:
+        data, validation = selection_split(data, args.direction)
     results = []
     # Interleave methods within each seed so load changes hit all of them.
     for seed in args.seeds:
         for method in args.methods:
-            r = run(method, data, seed, args.epochs, args.lr, args.augment == "zoom")
+            r = run(method, data, seed, args.epochs, args.lr,
+                    args.augment == "zoom", validation)
             r["load"] = os.getloadavg()[0]
             results.append(r)
-            print(json.dumps({k: v for k, v in r.items() if k != "domain_loss"}), flush=True)
+            print(json.dumps({k: v for k, v in r.items()
+                              if k not in ("domain_loss", "per_epoch")}), flush=True)
             if args.out:  # partial results survive an interrupted run
                 with open(args.out, "w") as f:
                     json.dump({"args": vars(args), "results": results}, f, indent=1)

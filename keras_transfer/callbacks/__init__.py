@@ -4,3 +4,4 @@ from keras_transfer.callbacks.gradient_reversal_scheduler import GradientReversa
 from keras_transfer.callbacks.gradient_reversal_scheduler import dann_factor
 from keras_transfer.callbacks.gradual_unfreezer import GradualUnfreezer
 from keras_transfer.callbacks.discriminative_lr import DiscriminativeLR
+from keras_transfer.callbacks.selection_scores import SelectionScores

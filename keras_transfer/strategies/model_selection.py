@@ -5,6 +5,12 @@ import numpy as np
 from keras_transfer.strategies.transferability import _as_matrix
 
 _METHODS = ("snd", "dev", "reverse_validation")
+# The data each score needs besides `target`.
+_NEEDS = {
+    "dev": ("source_validation", "source"),
+    "reverse_validation": ("source_validation",),
+    "source_val_accuracy": ("source_validation",),
+}
 
 
 def _softmax(logits):
@@ -349,9 +355,36 @@ def select_model(
         )
     if not named:
         raise ValueError("`candidates` is empty: pass at least one model.")
+    validation = _check_selection_data(
+        (method,), target, source_validation, source
+    )
+    scores = {
+        name: _score_model(
+            model, (method,), target, validation, source, features,
+            from_logits, temperature, batch_size,
+        )[method]
+        for name, model in named.items()
+    }
+    higher = method != "dev"
+    best = (max if higher else min)(scores, key=scores.get)
+    return {"method": method, "scores": scores, "best": best, "higher_is_better": higher}
+
+
+def _check_selection_data(
+    methods, target, source_validation, source, argument="method"
+):
+    """Checks the data the scores `methods` need; returns `(x_val, y_val)` or None.
+
+    `argument` names the caller's argument that lists `methods` (messages)."""
+
+    def asked(method):
+        if argument == "method":
+            return f"`method={method!r}`"
+        return f"The score {method!r} (in `{argument}`)"
+
     if target is None:
         raise ValueError(
-            f"`method={method!r}` needs `target`: unlabelled target inputs."
+            f"{asked(methods[0])} needs `target`: unlabelled target inputs."
         )
     if isinstance(target, (tuple, list)):
         raise ValueError(
@@ -359,44 +392,75 @@ def select_model(
             f"not be used for selection. Received: a {type(target).__name__} "
             f"of {len(target)} items"
         )
-    needs = {"dev": ("source_validation", "source"),
-             "reverse_validation": ("source_validation",)}.get(method, ())
     given = {"source_validation": source_validation, "source": source}
-    for name in needs:
-        if given[name] is None:
-            raise ValueError(
-                f"`method={method!r}` needs `{name}` "
-                + ("as `(x, y)` labelled source data not used for training."
-                   if name == "source_validation" else
-                   "(source training inputs for the domain classifier).")
-            )
-    if source_validation is not None:
-        if not isinstance(source_validation, (tuple, list)) or len(source_validation) != 2:
-            raise ValueError(
-                "`source_validation` must be a pair `(x, y)`. Received: "
-                f"{type(source_validation).__name__}"
-            )
-        xv, yv = source_validation
-        yv = np.asarray(yv).reshape(-1)
+    for method in methods:
+        for name in _NEEDS.get(method, ()):
+            if given[name] is None:
+                raise ValueError(
+                    f"{asked(method)} needs `{name}` "
+                    + ("as `(x, y)` labelled source data not used for "
+                       "training." if name == "source_validation" else
+                       "(source training inputs for the domain classifier).")
+                )
+    if source_validation is None:
+        return None
+    if not isinstance(source_validation, (tuple, list)) or len(source_validation) != 2:
+        raise ValueError(
+            "`source_validation` must be a pair `(x, y)`. Received: "
+            f"{type(source_validation).__name__}"
+        )
+    xv, yv = source_validation
+    yv = np.asarray(yv).reshape(-1)
+    if (
+        len(yv) != len(xv)
+        or not np.issubdtype(yv.dtype, np.integer)
+        or (len(yv) and yv.min() < 0)
+    ):
+        raise ValueError(
+            "`source_validation` labels must be non-negative integer class "
+            f"ids, one per input. Received: {len(xv)} inputs, labels of shape "
+            f"{yv.shape}, dtype {yv.dtype}"
+            + (f", min {yv.min()}" if len(yv) else "")
+        )
+    return xv, yv
+
+
+def _score_model(
+    model, methods, target, validation, source, features, from_logits,
+    temperature, batch_size,
+):
+    """Scores one model with each of `methods` (data already checked).
+
+    Besides `_METHODS`, `"source_val_accuracy"` is the accuracy on the labelled
+    source validation data."""
     scores = {}
-    for name, model in named.items():
-        pt = model.predict(target, batch_size=batch_size, verbose=0)
-        if method == "snd":
-            scores[name] = soft_neighborhood_density(
-                pt, temperature=temperature, from_logits=from_logits
-            )
-            continue
+    pt = model.predict(target, batch_size=batch_size, verbose=0)
+    if "snd" in methods:
+        scores["snd"] = soft_neighborhood_density(
+            pt, temperature=temperature, from_logits=from_logits
+        )
+    if validation is not None:
+        xv, yv = validation
+    if "source_val_accuracy" in methods or "dev" in methods:
+        pv = np.asarray(model.predict(xv, batch_size=batch_size, verbose=0), "float64")
+        pv = pv.reshape(len(pv), -1)
+        if "source_val_accuracy" in methods:
+            scores["source_val_accuracy"] = float(np.mean(pv.argmax(1) == yv))
+    if "reverse_validation" in methods or "dev" in methods:
         extractor = _features_of(model, features)
         ft = extractor.predict(target, batch_size=batch_size, verbose=0)
         fv = extractor.predict(xv, batch_size=batch_size, verbose=0)
-        if method == "reverse_validation":
-            scores[name] = reverse_validation_accuracy(ft, pt, fv, yv)
-            continue
+    if "reverse_validation" in methods:
+        scores["reverse_validation"] = reverse_validation_accuracy(ft, pt, fv, yv)
+    if "dev" in methods:
         fs = extractor.predict(source, batch_size=batch_size, verbose=0)
-        pv = np.asarray(model.predict(xv, batch_size=batch_size, verbose=0), "float64")
         prob = _softmax(pv) if from_logits else pv
+        if yv.max() >= prob.shape[1] or yv.min() < 0:
+            raise ValueError(
+                "`source_validation` labels must be class ids in "
+                f"[0, {prob.shape[1]}) for a model with {prob.shape[1]} "
+                f"outputs. Received: labels in [{yv.min()}, {yv.max()}]"
+            )
         losses = -np.log(np.clip(prob[np.arange(len(yv)), yv], 1e-12, None))
-        scores[name] = dev_risk(losses, importance_weights(fs, ft, fv))
-    higher = method != "dev"
-    best = (max if higher else min)(scores, key=scores.get)
-    return {"method": method, "scores": scores, "best": best, "higher_is_better": higher}
+        scores["dev"] = dev_risk(losses, importance_weights(fs, ft, fv))
+    return scores

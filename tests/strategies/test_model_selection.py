@@ -109,7 +109,13 @@ class ModelSelectionTest(TestCase, parameterized.TestCase):
         ("labelled_target", {"target": (np.zeros((4, 2)), np.zeros(4))}, "unlabelled inputs only"),
         ("dev_needs_source", {"method": "dev", "source_validation": (np.zeros((4, 2)), np.zeros(4, int))}, "needs `source`"),
         ("rv_needs_validation", {"method": "reverse_validation"}, "needs `source_validation`"),
+        ("dev_needs_validation", {"method": "dev", "source": np.zeros((4, 2))}, "`method='dev'` needs `source_validation`"),
+        ("snd_too_few_targets", {"target": np.zeros((2, 2))}, "at least 3 samples"),
         ("empty", {"candidates": {}}, "empty"),
+        ("float_labels", {"method": "dev", "source": np.zeros((4, 2)), "source_validation": (np.zeros((4, 2)), np.zeros(4))}, "integer class"),
+        ("negative_labels", {"method": "reverse_validation", "source_validation": (np.zeros((2, 2)), np.array([0, -1]))}, "non-negative integer"),
+        ("too_large_labels", {"method": "dev", "source": np.random.rand(4, 2), "source_validation": (np.random.rand(2, 2), np.array([0, 2]))}, r"class ids in \[0, 2\)"),
+        ("validation_not_pair", {"method": "reverse_validation", "source_validation": np.zeros((4, 2))}, "must be a pair"),
     )
     def test_bad_inputs_raise(self, kwargs, message):
         args = {"candidates": {"m": _Model(np.eye(2))}, "method": "snd", "target": np.zeros((4, 2))}
