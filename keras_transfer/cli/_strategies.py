@@ -238,12 +238,18 @@ def _batches(x, y, batch_size, seed):
 
 
 def _find_rate(args, model, x, y, settings):
+    import warnings
+
     from keras_transfer.strategies import lr_find
 
-    found = lr_find(
-        model, _batches(x, y, args.batch_size, args.seed),
-        num_steps=args.lr_find_steps, batch_size=args.batch_size, seed=args.seed,
-    )
+    with warnings.catch_warnings():
+        # Its reason is the error below instead.
+        warnings.filterwarnings("ignore", message="`lr_find` suggests no")
+        found = lr_find(
+            model, _batches(x, y, args.batch_size, args.seed),
+            num_steps=args.lr_find_steps, batch_size=args.batch_size,
+            seed=args.seed,
+        )
     settings["lr_find"] = {
         "suggestion": found.suggestion,
         "steps": int(len(found.learning_rates)),
@@ -251,10 +257,10 @@ def _find_rate(args, model, x, y, settings):
         "max_rate": float(found.learning_rates[-1]),
     }
     if found.suggestion is None:
+        reason = found.reason.replace("`num_steps`", "--lr-find-steps")
         raise UsageError(
-            f"--learning-rate 'find': the range test ran {len(found.learning_rates)} "
-            "steps and found no falling stretch of the loss (it diverged at "
-            "once). Allowed: a number for --learning-rate, or more "
+            f"--learning-rate 'find' with --lr-find-steps {args.lr_find_steps}: "
+            f"{reason} Allowed: a number for --learning-rate, or more "
             "--lr-find-steps"
         )
     return float(found.suggestion)

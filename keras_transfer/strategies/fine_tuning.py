@@ -2,6 +2,7 @@
 
 import math
 import os
+import warnings
 
 import keras
 import numpy as np
@@ -742,13 +743,19 @@ def _fine_tune_recipe(
             find_data = (x, y) if sample_weight is None else (x, y, sample_weight)
         else:
             find_data = _NumpyBatches(x)
-        finder = lr_find(
-            model, find_data, num_steps=lr_find_steps, batch_size=batch_size or 32
-        )
+        with warnings.catch_warnings():
+            # Its reason is raised below instead.
+            warnings.filterwarnings("ignore", message="`lr_find` suggests no")
+            finder = lr_find(
+                model, find_data, num_steps=lr_find_steps,
+                batch_size=batch_size or 32,
+            )
         if finder.suggestion is None:
             raise ValueError(
-                "`lr_find` found no rate to suggest (the loss diverged within "
-                "its first steps). Pass `base_lr`. Received: base_lr=None"
+                f"`fine_tune` has no `base_lr` to use: {finder.reason} Pass "
+                "`base_lr` (fastai's default is 2e-3), or more "
+                f"`lr_find_steps`. Received: base_lr=None, "
+                f"lr_find_steps={lr_find_steps}"
             )
         base_lr = finder.suggestion
     if freeze_epochs > 0 and resume_epoch <= freeze_epochs:
