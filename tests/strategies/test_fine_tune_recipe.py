@@ -312,6 +312,30 @@ class FineTuneRecipeTest(TestCase):
         with self.assertRaisesRegex(ValueError, message):
             fine_tune(model, (x, y), base_lr=kwargs.pop("base_lr", 1e-3), **kwargs)
 
+    def test_mistyped_keyword_names_fine_tune_and_its_keywords(self):
+        # Regression: the TypeError named the private `_fine_tune_recipe`.
+        _, model = _model()
+        x, y = tiny_data(n=8)
+        with self.assertRaises(TypeError) as raised:
+            fine_tune(model, (x, y), epoch=2, base_lr=1e-3)
+        message = str(raised.exception)
+        self.assertIn("`fine_tune` got unexpected keyword argument(s) 'epoch' "
+                      "(did you mean `epochs`?)", message)
+        self.assertIn("`fine_tune(model_or_base, data, ...)` takes: y, epochs, "
+                      "freeze_epochs, base_lr,", message)
+        self.assertIn("lr_find_steps", message)
+        self.assertNotIn("_fine_tune", message)
+        # The old form lists its own keywords.
+        base, head = tiny_base(), tiny_head()
+        with self.assertRaises(TypeError) as raised:
+            fine_tune(base, head, x, y, learning_rte=1e-4)
+        message = str(raised.exception)
+        self.assertIn("'learning_rte' (did you mean `learning_rate`?)", message)
+        self.assertIn("head_learning_rate", message)
+        self.assertNotIn("_fine_tune", message)
+        with self.assertRaisesRegex(TypeError, "multiple values for argument.*'y'"):
+            fine_tune(base, head, x, y, y=y)
+
     def test_model_without_inference_mode_needs_base(self):
         base = tiny_base()
         inputs = keras.Input((6,))
