@@ -47,12 +47,16 @@ class RawInputClassifier(keras.Model):
     `tf.data.Dataset` of preprocessed batches) and run `preprocess` first.
     `class_names[i]` names output column `i`.
 
-    In a `.keras` file, the classifier's architecture is stored as an asset
-    (`classifier.json`, as keras-hub stores tokenizer vocabularies) rather
-    than in the config, so the config stays a few hundred characters: loaded
-    without `import keras_transfer`, Keras's "Could not locate class
-    'RawInputClassifier'" error is short (it shows this config, which says
-    to import `keras_transfer`) instead of printing the whole network.
+    In a `.keras` file written by `model.save`, the classifier's
+    architecture is stored as an asset (`classifier.json`, as keras-hub
+    stores tokenizer vocabularies) rather than in the config, so the config
+    stays a few hundred characters: loaded without `import keras_transfer`,
+    Keras's "Could not locate class 'RawInputClassifier'" error is short (it
+    shows this config, which says to import `keras_transfer`) instead of
+    printing the whole network. Everywhere else `get_config` holds the
+    classifier's config, so `from_config(model.get_config())` and
+    `keras.models.clone_model(model)` give the same architecture with new
+    weights, as for any Keras model.
 
     Args:
         classifier: a built `keras.Model` from preprocessed inputs to class
@@ -137,6 +141,8 @@ class RawInputClassifier(keras.Model):
         self.clip_length = clip_length
         self.requires = requires
         self.classifier = None
+        # True while `save` writes a `.keras` file (see `get_config`).
+        self._saving_file = False
         if classifier is not None:
             self._set_classifier(classifier)
 
@@ -163,7 +169,10 @@ class RawInputClassifier(keras.Model):
         if self.classifier is None:
             raise ValueError(
                 "This `RawInputClassifier` has no classifier: it was made "
-                "from a config alone. Load it with `keras.models.load_model`."
+                "from the config of a saved `.keras` file, which keeps the "
+                "classifier as an asset. Load the file with "
+                "`keras.models.load_model`, or clone the model itself "
+                "(`keras.models.clone_model(model)`)."
             )
         return self.classifier(inputs, training=training)
 
@@ -334,11 +343,23 @@ class RawInputClassifier(keras.Model):
 
     # -- saving ------------------------------------------------------------
 
+    def save(self, filepath, *args, **kwargs):
+        """`keras.Model.save`; the classifier goes to an asset, not the config."""
+        self._saving_file = True
+        try:
+            return super().save(filepath, *args, **kwargs)
+        finally:
+            self._saving_file = False
+
     def get_config(self):
         config = super().get_config()
+        classifier = None
+        if not self._saving_file and self.classifier is not None:
+            classifier = keras.saving.serialize_keras_object(self.classifier)
         config.update({
-            # Saved as an asset (see `save_assets`), so the config stays short.
-            "classifier": None,
+            # In a file written by `save`, an asset (see `save_assets`), so
+            # the config stays short.
+            "classifier": classifier,
             "class_names": list(self.class_names),
             "modality": self.modality,
             "preprocessor": (
@@ -376,9 +397,14 @@ class RawInputClassifier(keras.Model):
 
     def load_assets(self, dir_path):
         # Runs before the weights of the attributes are loaded, so the
-        # classifier's weights are then read into it as usual.
-        with open(os.path.join(dir_path, _CLASSIFIER_ASSET)) as f:
-            self._set_classifier(keras.saving.deserialize_keras_object(json.load(f)))
+        # classifier's weights are then read into it as usual. (A config
+        # that held the classifier, as `keras.saving.save_model` writes it,
+        # has built it already.)
+        if self.classifier is None:
+            with open(os.path.join(dir_path, _CLASSIFIER_ASSET)) as f:
+                self._set_classifier(
+                    keras.saving.deserialize_keras_object(json.load(f))
+                )
         optimizer = getattr(self, "optimizer", None)
         if optimizer is not None and not optimizer.built:
             # `compile_from_config` ran before the classifier existed; build
