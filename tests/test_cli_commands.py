@@ -90,6 +90,41 @@ class CommandTestCase(TestCase):
 
 
 class SharedBehaviourTest(CommandTestCase):
+    def test_unlabelled_csv_rows_skipped_with_warn_are_counted(self):
+        # Regression: with --on-bad-lines warn an unlabelled target CSV
+        # dropped its bad rows without a word.
+        import argparse
+
+        from keras_transfer.cli import _domains
+
+        path = os.path.join(self.tmp, "target.csv")
+        with open(path, "w") as f:
+            f.write("text,other\na film,x\n,y\nanother film,z\n")
+        args = argparse.Namespace(text_column="text", label_column="label",
+                                  encoding="utf-8", on_bad_lines="warn")
+        with self.assertWarnsRegex(UserWarning, r"--target .*target.csv.*skipped 1 row\(s\) "
+                                                r"with an empty 'text'.*\(kept 2\)"):
+            domain = _domains.load_domain(args, "--target", path, unlabelled_ok=True)
+        self.assertEqual(list(domain.x), ["a film", "another film"])
+
+    def test_text_data_to_an_image_base_is_refused_for_its_kind(self):
+        # Regression: a CSV without a 'text' column was refused for
+        # --text-column before the base's kind was compared.
+        path = os.path.join(self.tmp, "reviews.csv")
+        with open(path, "w") as f:
+            f.write("review,verdict\na fine film,fresh\na dull film,rotten\n")
+        for command in ("similarity", "adapt"):
+            line = self.error(command, "--base", "efficientnet_lite0", "--source", path,
+                              "--target", path)
+            self.assertIn(f"--base 'efficientnet_lite0' takes image input but --source "
+                          f"{path!r} is text data", line)
+            self.assertNotIn("--text-column", line)
+            # Source and target of different kinds: that is said first.
+            line = self.error(command, "--base", "efficientnet_lite0", "--source", "digits",
+                              "--target", path)
+            self.assertIn(f"--target {path!r} is text data but --source 'digits' is image "
+                          "data", line)
+
     def test_help_is_fast_with_an_example(self):
         for command in NEW_COMMANDS:
             result = subprocess.run(
@@ -141,8 +176,10 @@ class SharedBehaviourTest(CommandTestCase):
         from unittest import mock
 
         for command, args in (
-            ("similarity", ("--source", "digits", "--target", "digits")),
-            ("adapt", ("--source", "digits", "--target", "digits")),
+            ("similarity", ("--base", "efficientnet_lite0", "--source", "digits",
+                            "--target", "digits")),
+            ("adapt", ("--base", "efficientnet_lite0", "--source", "digits",
+                       "--target", "digits")),
         ):
             with mock.patch("keras_transfer.cli._domains.load_domain",
                             side_effect=KeyboardInterrupt):
@@ -215,7 +252,8 @@ class BadInputTest(CommandTestCase):
         notes = os.path.join(self.tmp, "notes")
         os.makedirs(notes)
         open(os.path.join(notes, "readme.txt"), "w").close()
-        line = self.error("adapt", "--source", "digits", "--target", notes)
+        line = self.error("adapt", "--source", "digits", "--target", notes,
+                          "--base", "efficientnet_lite0")
         self.assertIn(f"--target {notes!r} holds no image file", line)
         with open(os.path.join(notes, "broken.png"), "wb") as f:
             f.write(b"not a png")

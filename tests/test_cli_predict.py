@@ -218,6 +218,33 @@ def test_evaluate_reproduces_fit_held_out_accuracy(image_run, capsys):
         assert json.load(f)["n_examples"] == 16
 
 
+def test_evaluate_on_data_of_a_single_class(image_run, capsys, tmp_path):
+    # Regression: evaluate refused labelled data of one class (the loaders
+    # ask for two, as training does). Scored over the model's classes.
+    import shutil
+
+    _, folder, results = image_run
+    one = tmp_path / "sneakers"
+    shutil.copytree(os.path.join(folder, "Sneaker"), one / "Sneaker")
+    logdir = str(tmp_path / "eval")
+    assert main("evaluate", results["model"], "--data", str(one), "--split", "all",
+                "--logdir", logdir, "--run-name", "one") == 0
+    with open(os.path.join(logdir, "one", "evaluation.json")) as f:
+        evaluation = json.load(f)
+    model = keras.models.load_model(results["model"])
+    files = sorted(str(p) for p in (one / "Sneaker").iterdir())
+    predicted = model.predict(files, verbose=0).argmax(-1)
+    sneaker = model.class_names.index("Sneaker")
+    assert evaluation["classes"] == model.class_names
+    assert evaluation["n_examples"] == len(files) == 8
+    assert evaluation["accuracy"] == pytest.approx(float(np.mean(predicted == sneaker)))
+    confusion = np.zeros((2, 2), int)
+    np.add.at(confusion, (sneaker, predicted), 1)
+    assert evaluation["confusion_matrix"] == confusion.tolist()
+    assert evaluation["support"][sneaker] == 8 and evaluation["support"][1 - sneaker] == 0
+    assert evaluation["recall"][1 - sneaker] is None  # no example of that class
+
+
 def test_metrics_against_a_hand_count():
     y_true = np.array([0, 0, 0, 1, 1, 2])
     y_pred = np.array([0, 1, 0, 1, 1, 1])

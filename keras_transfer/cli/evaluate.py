@@ -118,6 +118,8 @@ def _load(args, model):
         label_column=args.label_column, encoding=args.encoding,
         on_bad_lines=args.on_bad_lines,
         image_size=model.image_size[0] if model.image_size else None,
+        # Data of one class is evaluated too (over the model's classes).
+        min_classes=1,
     )
     modality, train, test, class_names = _inputs.load_data(loader_args)
     if args.split == "all":

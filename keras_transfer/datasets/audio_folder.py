@@ -178,7 +178,8 @@ def pad_clips(clips, length=None):
 
 
 def load_audio_folder(
-    path, sample_rate=16000, test_fraction=0.2, seed=0, min_duration=0.1
+    path, sample_rate=16000, test_fraction=0.2, seed=0, min_duration=0.1,
+    min_classes=2,
 ):
     """Loads a folder of `.wav` clips, one sub-folder per class, and splits it.
 
@@ -205,6 +206,9 @@ def load_audio_folder(
             gives an empty test set.
         seed: int, seeds the split.
         min_duration: float, seconds, see `read_wav`.
+        min_classes: 2 (default: data to train a classifier on) or 1
+            (data of a single class is accepted, e.g. to evaluate a trained
+            classifier on it).
 
     Returns:
         `(x_train, y_train), (x_test, y_test), class_names`:
@@ -216,8 +220,8 @@ def load_audio_folder(
 
     Raises:
         FileNotFoundError: `path` is not a folder.
-        ValueError: fewer than two class sub-folders, a class without
-            `.wav` files, or a bad file (named in the message).
+        ValueError: fewer than `min_classes` class sub-folders, a class
+            without `.wav` files, or a bad file (named in the message).
     """
     path = _common.check_path(
         "load_audio_folder", "path", path, kind="folder",
@@ -229,7 +233,8 @@ def load_audio_folder(
         "test_fraction", test_fraction, allow_zero=True
     )
     seed = _common.check_seed(seed)
-    class_names = _common.class_folders(path)
+    min_classes = _common.check_min_classes(min_classes)
+    class_names = _common.class_folders(path, min_classes)
     clips, labels = [], []
     for label, name in enumerate(class_names):
         folder = os.path.join(path, name)
