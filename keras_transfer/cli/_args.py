@@ -129,6 +129,14 @@ def cli_spelling(message, options=None):
     import re
 
     text = str(message)
+    # Library arguments the command line has no option for: say what a
+    # user of the command line can do instead.
+    text = re.sub(
+        r"shorter than `min_duration`=([\d.]+) s\. Remove it or lower `min_duration`\.",
+        r"shorter than the \1 s the command line reads (it has no option to "
+        r"lower this). Remove the file, or pad it with silence to at least \1 s.",
+        text,
+    )
     for name, option in (options or CLI_OPTIONS).items():
         def value(match, option=option):
             raw = match.group(1)

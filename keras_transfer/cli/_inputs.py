@@ -20,6 +20,9 @@ DEFAULT_IMAGE_SIZE = 96
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 512
 # What `backbones.speech_embedding` takes; wav folders are resampled to it.
 AUDIO_SAMPLE_RATE = 16000
+# Mel frames between the speech embedding's windows: 4 (40 ms), the speech
+# benchmark's recipe (`benchmarks/speech_commands.py`), not the base's 8.
+SPEECH_WINDOW_STRIDE = 4
 
 
 def is_audio_folder(path):
@@ -222,6 +225,8 @@ def load_base(args, data_modality):
     elif args.base == "efficientnet_lite0":
         size = args.image_size or DEFAULT_IMAGE_SIZE
         kwargs["input_shape"] = (size, size, 3)
+    elif args.base == "speech_embedding":
+        kwargs["window_stride"] = SPEECH_WINDOW_STRIDE
     elif os.path.isdir(args.base):
         kwargs["sequence_length"] = args.sequence_length
     try:

@@ -405,7 +405,7 @@ def choose(args, base, x, y, num_classes):
 # ----------------------------------------------------------- strategies
 
 
-def _warmup(args, base, head, x, y, validation, callbacks):
+def _warmup(args, base, head, x, y, validation, callbacks, cache=None):
     import keras
 
     from keras_transfer.strategies import FeatureCache
@@ -415,7 +415,7 @@ def _warmup(args, base, head, x, y, validation, callbacks):
         base, head, x, y, validation_data=validation, epochs=args.warmup_epochs,
         batch_size=args.batch_size,
         optimizer=keras.optimizers.Adam(HEAD_LEARNING_RATE),
-        cache=FeatureCache(base, batch_size=args.batch_size, verbose=args.verbose),
+        cache=cache or FeatureCache(base, batch_size=args.batch_size, verbose=args.verbose),
         callbacks=callbacks, verbose=args.verbose,
     )
 
@@ -588,7 +588,8 @@ def run(args, base, x, y, x_test, y_test, num_classes, tensorboard, run_dir):
     y_test = np.asarray(y_test)
     if strategy == "feature_extraction":
         model, history, chosen = _head.fit_feature_extraction(
-            args, base.model, x, y, x_test, y_test, num_classes, tensorboard
+            args, base.model, x, y, x_test, y_test, num_classes, tensorboard,
+            standardize=base.modality in _head.STANDARDIZED_MODALITIES,
         )
         settings.update(chosen)
         scores = {
@@ -624,10 +625,21 @@ def run(args, base, x, y, x_test, y_test, num_classes, tensorboard, run_dir):
         validation_fraction=args.validation_fraction,
         n_fit=int(len(fit_idx)), n_validation=int(len(val_idx)),
     )
-    head = build_classifier(base.model, num_classes).get_layer("head")
+    cache = None
+    if base.modality in _head.STANDARDIZED_MODALITIES:
+        # Unscaled features (audio): a head that standardises them first,
+        # with the statistics of the frozen base's training features.
+        from keras_transfer.strategies import FeatureCache
+
+        base.model.trainable = False
+        cache = FeatureCache(base.model, batch_size=args.batch_size, verbose=args.verbose)
+        head = _head.strategy_head(cache.transform(x_fit), num_classes)
+        settings["standardized_features"] = True
+    else:
+        head = build_classifier(base.model, num_classes).get_layer("head")
     warmup = args.warmup_epochs if strategy in STRATEGY_OPTIONS["warmup_epochs"] else 0
     if warmup:
-        _warmup(args, base.model, head, x_fit, y_fit, validation, [tensorboard])
+        _warmup(args, base.model, head, x_fit, y_fit, validation, [tensorboard], cache)
         settings.update(warmup_epochs=warmup, head_learning_rate=HEAD_LEARNING_RATE)
     settings["run_dir"] = run_dir
     model, trained, callbacks = BUILDERS[strategy](args, base.model, head, settings)

@@ -89,7 +89,8 @@ def run(args, start_time=None):
         labels, probabilities = model.predict_labels(raw, batch_size=args.batch_size)
     except ValueError as e:
         raise UsageError(
-            f"INPUT: {e} Allowed: {_serving.ALLOWED_INPUTS[model.modality]} that can be decoded"
+            f"INPUT: {_args.cli_spelling(e)} Allowed: "
+            f"{_serving.ALLOWED_INPUTS[model.modality]} that can be decoded"
         )
     rows = [
         {
