@@ -103,6 +103,17 @@ def add_common_arguments(parser):
     )
 
 
+def add_distribution_argument(parser, what):
+    """`--distribution` of `predict` and `evaluate`."""
+    parser.add_argument(
+        "--distribution", choices=("none", "data_parallel"), default="none",
+        help=f"data_parallel: {what} under keras.distribution.DataParallel over "
+        "every device Keras lists (JAX backend only); --batch-size must be a "
+        "multiple of the device count, an uneven last batch is padded and "
+        "the padding dropped from the results",
+    )
+
+
 # Library arguments (as the loaders name them in their errors) and the
 # command-line options that set them.
 CLI_OPTIONS = {
