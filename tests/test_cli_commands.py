@@ -240,7 +240,8 @@ class BadInputTest(CommandTestCase):
         root = usps_folder(os.path.join(self.tmp, "one"), n=60)
         for name in sorted(os.listdir(os.path.join(root, "3")))[1:]:
             os.remove(os.path.join(root, "3", name))
-        line = self.error("similarity", "--source", root, "--target", "digits")
+        line = self.error("similarity", "--source", root, "--target", "digits",
+                          "--base", "efficientnet_lite0")
         self.assertIn(f"--source {root!r} has one example of class '3'", line)
         self.assertIn("at least 2 examples", line)
 
