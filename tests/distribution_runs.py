@@ -373,6 +373,83 @@ def bad_input():
     return errors
 
 
+def uneven_predict():
+    """`RawInputClassifier.predict` / `evaluate` and the CLI's predict and
+    evaluate with `--distribution data_parallel` on an uneven last batch
+    (5 images in batches of 4 on 2 devices: a last batch of 1)."""
+    import os
+    import tempfile
+
+    import keras
+
+    from keras_transfer import cli
+    from keras_transfer.models import RawInputClassifier
+
+    def classifier():
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((8, 8, 3))
+        x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        outputs = keras.layers.Dense(2, activation="softmax", dtype="float32")(x)
+        return RawInputClassifier(keras.Model(inputs, outputs), ["a", "b"], "image",
+                                  image_size=(8, 8))
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (5, 8, 8, 3)).astype("float32")
+    y = np.array([0, 1, 0, 1, 1])
+    model = classifier()
+    expected = model.predict(x, batch_size=4, verbose=0)
+    folder = tempfile.mkdtemp()
+    path = os.path.join(folder, "model.keras")
+    model.save(path)
+    images = os.path.join(folder, "images")
+    from PIL import Image
+
+    for i, (image, label) in enumerate(zip(x, y)):
+        os.makedirs(os.path.join(images, "ab"[label]), exist_ok=True)
+        Image.fromarray(image.astype("uint8")).save(os.path.join(images, "ab"[label], f"{i}.png"))
+    files = sorted(
+        os.path.join(images, c, f) for c in "ab" for f in os.listdir(os.path.join(images, c))
+    )
+    from_files = model.predict(files, batch_size=4, verbose=0)
+
+    result = {}
+    keras.distribution.set_distribution(keras.distribution.DataParallel())
+    try:
+        distributed = classifier()
+        distributed.set_weights(model.get_weights())
+        result["predict_max_abs_diff"] = float(
+            np.abs(distributed.predict(x, batch_size=4, verbose=0) - expected).max())
+        distributed.compile(loss="sparse_categorical_crossentropy")
+        try:
+            distributed.evaluate(x, y, batch_size=4, verbose=0)
+            result["evaluate_error"] = None
+        except ValueError as e:
+            result["evaluate_error"] = str(e)
+        out = os.path.join(folder, "p.json")
+        result["cli_predict_code"] = cli.main(
+            ["predict", path, *files, "--batch-size", "4", "--output", out,
+             "--distribution", "data_parallel"])
+        with open(out) as f:
+            rows = json.load(f)
+        got = np.array([[r["probabilities"][c] for c in "ab"] for r in rows])
+        result["cli_predict_max_abs_diff"] = float(np.abs(got - from_files).max())
+        result["cli_evaluate_code"] = cli.main(
+            ["evaluate", path, "--data", images, "--split", "all", "--batch-size", "4",
+             "--logdir", os.path.join(folder, "logs"), "--run-name", "e", "--verbose", "0",
+             "--distribution", "data_parallel"])
+        with open(os.path.join(folder, "logs", "e", "evaluation.json")) as f:
+            evaluation = json.load(f)
+        truth = np.array([0 if "/a/" in f else 1 for f in files])
+        result["cli_evaluate_accuracy"] = evaluation["accuracy"]
+        result["expected_accuracy"] = float(np.mean(from_files.argmax(-1) == truth))
+        result["cli_odd_batch_code"] = cli.main(
+            ["predict", path, *files, "--batch-size", "3", "--distribution", "data_parallel"])
+    finally:
+        keras.distribution.set_distribution(None)
+    return result
+
+
 def mirrored(name):
     """TensorFlow MirroredStrategy over 2 logical CPUs vs one device."""
     import tensorflow as tf

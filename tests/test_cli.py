@@ -123,6 +123,18 @@ class BadInputTest(TestCase):
         self.assertIn("Received: --text-column text", line)  # the option, as typed
         self.assertIn("review", line)  # names the columns the file has
 
+    def test_csv_to_an_image_or_audio_base_is_refused_for_its_kind(self):
+        # Regression: a CSV given to an image base complained about
+        # --text-column (its default 'text' is not a column) first.
+        path = reviews_csv(os.path.join(self.tmp, "reviews.csv"), n=20)
+        for base, kind in (("efficientnet_lite0", "image"), ("speech_embedding", "audio")):
+            self.assertEqual(self.main("--base", base, "--data", path), 2)
+            line = self.stderr_line()
+            self.assertIn(f"--base {base!r} takes {kind} input but --data {path!r} is "
+                          "text data", line)
+            self.assertNotIn("--text-column", line)
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "logs")))
+
     def test_csv_error_leaves_no_empty_run_folder(self):
         # A run rejected while loading its data left an empty run folder.
         path = reviews_csv(os.path.join(self.tmp, "reviews.csv"), n=20)
@@ -198,7 +210,9 @@ class BadInputTest(TestCase):
         self.assertIn("--data 'digits' is image data", line)
 
     def test_more_examples_than_available(self):
-        self.assertEqual(self.main("--data", "digits", "--n-test", "5000"), 2)
+        self.assertEqual(
+            self.main("--base", "efficientnet_lite0", "--data", "digits", "--n-test", "5000"), 2
+        )
         line = self.stderr_line()
         self.assertIn("--n-test 5000", line)
         self.assertIn("1 to 359", line)
@@ -362,10 +376,16 @@ class CSVOptionsTest(TestCase):
         self.assertIn("an empty 'text' on line 8", self.capsys.readouterr().err)
         # ... or is skipped with a count; loading then succeeds (the run stops
         # right after, at --n-train, which is checked on the loaded rows).
-        with pytest.warns(UserWarning, match=r"skipped 1 bad row\(s\) .*\(kept 6\)"):
-            code = self.main("--encoding", "cp1252", "--on-bad-lines", "warn", "--n-train", "99")
+        code = self.main("--encoding", "cp1252", "--on-bad-lines", "warn", "--n-train", "99")
         self.assertEqual(code, 2)
-        self.assertIn("--n-train 99 is more than the", self.capsys.readouterr().err)
+        err = self.capsys.readouterr().err
+        self.assertIn("--n-train 99 is more than the", err)
+        # Regression: the warning was printed twice (logged and warned). Once,
+        # as one line.
+        warned = [line for line in err.splitlines() if "skipped 1 bad row(s)" in line]
+        self.assertLen(warned, 1, err)
+        self.assertRegex(warned[0], r"^keras-transfer: warning: `load_text_csv` skipped 1 bad "
+                                    r"row\(s\) of .*\(kept 6\): lines 8 \(an empty 'text'\)\.$")
 
 
 HELP_WITHOUT_PARENT = """

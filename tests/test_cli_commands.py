@@ -90,6 +90,41 @@ class CommandTestCase(TestCase):
 
 
 class SharedBehaviourTest(CommandTestCase):
+    def test_unlabelled_csv_rows_skipped_with_warn_are_counted(self):
+        # Regression: with --on-bad-lines warn an unlabelled target CSV
+        # dropped its bad rows without a word.
+        import argparse
+
+        from keras_transfer.cli import _domains
+
+        path = os.path.join(self.tmp, "target.csv")
+        with open(path, "w") as f:
+            f.write("text,other\na film,x\n,y\nanother film,z\n")
+        args = argparse.Namespace(text_column="text", label_column="label",
+                                  encoding="utf-8", on_bad_lines="warn")
+        with self.assertWarnsRegex(UserWarning, r"--target .*target.csv.*skipped 1 row\(s\) "
+                                                r"with an empty 'text'.*\(kept 2\)"):
+            domain = _domains.load_domain(args, "--target", path, unlabelled_ok=True)
+        self.assertEqual(list(domain.x), ["a film", "another film"])
+
+    def test_text_data_to_an_image_base_is_refused_for_its_kind(self):
+        # Regression: a CSV without a 'text' column was refused for
+        # --text-column before the base's kind was compared.
+        path = os.path.join(self.tmp, "reviews.csv")
+        with open(path, "w") as f:
+            f.write("review,verdict\na fine film,fresh\na dull film,rotten\n")
+        for command in ("similarity", "adapt"):
+            line = self.error(command, "--base", "efficientnet_lite0", "--source", path,
+                              "--target", path)
+            self.assertIn(f"--base 'efficientnet_lite0' takes image input but --source "
+                          f"{path!r} is text data", line)
+            self.assertNotIn("--text-column", line)
+            # Source and target of different kinds: that is said first.
+            line = self.error(command, "--base", "efficientnet_lite0", "--source", "digits",
+                              "--target", path)
+            self.assertIn(f"--target {path!r} is text data but --source 'digits' is image "
+                          "data", line)
+
     def test_help_is_fast_with_an_example(self):
         for command in NEW_COMMANDS:
             result = subprocess.run(
@@ -141,8 +176,10 @@ class SharedBehaviourTest(CommandTestCase):
         from unittest import mock
 
         for command, args in (
-            ("similarity", ("--source", "digits", "--target", "digits")),
-            ("adapt", ("--source", "digits", "--target", "digits")),
+            ("similarity", ("--base", "efficientnet_lite0", "--source", "digits",
+                            "--target", "digits")),
+            ("adapt", ("--base", "efficientnet_lite0", "--source", "digits",
+                       "--target", "digits")),
         ):
             with mock.patch("keras_transfer.cli._domains.load_domain",
                             side_effect=KeyboardInterrupt):
@@ -203,7 +240,8 @@ class BadInputTest(CommandTestCase):
         root = usps_folder(os.path.join(self.tmp, "one"), n=60)
         for name in sorted(os.listdir(os.path.join(root, "3")))[1:]:
             os.remove(os.path.join(root, "3", name))
-        line = self.error("similarity", "--source", root, "--target", "digits")
+        line = self.error("similarity", "--source", root, "--target", "digits",
+                          "--base", "efficientnet_lite0")
         self.assertIn(f"--source {root!r} has one example of class '3'", line)
         self.assertIn("at least 2 examples", line)
 
@@ -215,7 +253,8 @@ class BadInputTest(CommandTestCase):
         notes = os.path.join(self.tmp, "notes")
         os.makedirs(notes)
         open(os.path.join(notes, "readme.txt"), "w").close()
-        line = self.error("adapt", "--source", "digits", "--target", notes)
+        line = self.error("adapt", "--source", "digits", "--target", notes,
+                          "--base", "efficientnet_lite0")
         self.assertIn(f"--target {notes!r} holds no image file", line)
         with open(os.path.join(notes, "broken.png"), "wb") as f:
             f.write(b"not a png")
@@ -288,6 +327,36 @@ class SimilarityTest(CommandTestCase):
         self.assertEqual(far["advice"]["strategy"], "gradual_unfreezing")
         self.assertEqual(same["advice"]["strategy"], "fine_tuning")  # 4,000 labelled
         self.assertEqual(sorted(os.listdir(os.path.join(self.logdir, "far"))), ["results.json"])
+
+
+class SimilarityPrintTest(CommandTestCase):
+    def test_mmd_row_says_unbiased_estimate_and_keeps_the_sign(self):
+        # Regression: a negative value was printed as "MMD (squared)", which
+        # cannot be negative. It is the unbiased estimate of MMD^2: printed
+        # as it is (not clipped), labelled so, with what 0 means.
+        from keras_transfer.cli import similarity
+
+        report = {"n_source": 50, "n_target": 40, "feature_dim": 8,
+                  "proxy_a_distance": 0.02, "domain_classifier_error": 0.495,
+                  "mmd": -0.00123, "domain_logme": -0.7}
+        results = {
+            "base": "b", "source": "s", "n_source": 50, "target": "t",
+            "n_target": 40, "target_labelled": False,
+            "settings": {"max_samples": 1000}, "similarity": 0.99,
+            "advice": {"similarity_level": "similar", "strategy": "fine_tuning",
+                       "alternatives": [], "reason": "r", "size": "small"},
+            "n_target_labelled_train": 0, "wall_time_s": 1.0, "cpu_time_s": 1.0,
+            "logdir": self.tmp,
+        }
+        similarity._print(results, report)
+        out = self.capsys.readouterr().out
+        row = [line for line in out.splitlines() if "MMD" in line]
+        self.assertLen(row, 1)
+        self.assertIn("MMD^2, unbiased estimate", row[0])
+        self.assertIn("-0.00123", row[0])
+        self.assertIn("0 = indistinguishable", row[0])
+        self.assertIn("may be slightly negative", row[0])
+        self.assertNotIn("MMD (squared)", out)
 
 
 class AdaptTest(CommandTestCase):

@@ -218,6 +218,33 @@ def test_evaluate_reproduces_fit_held_out_accuracy(image_run, capsys):
         assert json.load(f)["n_examples"] == 16
 
 
+def test_evaluate_on_data_of_a_single_class(image_run, capsys, tmp_path):
+    # Regression: evaluate refused labelled data of one class (the loaders
+    # ask for two, as training does). Scored over the model's classes.
+    import shutil
+
+    _, folder, results = image_run
+    one = tmp_path / "sneakers"
+    shutil.copytree(os.path.join(folder, "Sneaker"), one / "Sneaker")
+    logdir = str(tmp_path / "eval")
+    assert main("evaluate", results["model"], "--data", str(one), "--split", "all",
+                "--logdir", logdir, "--run-name", "one") == 0
+    with open(os.path.join(logdir, "one", "evaluation.json")) as f:
+        evaluation = json.load(f)
+    model = keras.models.load_model(results["model"])
+    files = sorted(str(p) for p in (one / "Sneaker").iterdir())
+    predicted = model.predict(files, verbose=0).argmax(-1)
+    sneaker = model.class_names.index("Sneaker")
+    assert evaluation["classes"] == model.class_names
+    assert evaluation["n_examples"] == len(files) == 8
+    assert evaluation["accuracy"] == pytest.approx(float(np.mean(predicted == sneaker)))
+    confusion = np.zeros((2, 2), int)
+    np.add.at(confusion, (sneaker, predicted), 1)
+    assert evaluation["confusion_matrix"] == confusion.tolist()
+    assert evaluation["support"][sneaker] == 8 and evaluation["support"][1 - sneaker] == 0
+    assert evaluation["recall"][1 - sneaker] is None  # no example of that class
+
+
 def test_metrics_against_a_hand_count():
     y_true = np.array([0, 0, 0, 1, 1, 2])
     y_pred = np.array([0, 1, 0, 1, 1, 1])
@@ -387,6 +414,44 @@ def test_audio_folder_fit_predict_and_serving(tmp_path, capsys):
     assert evaluation["n_examples"] == 2
     assert evaluation["accuracy"] == pytest.approx(results["test_accuracy"], abs=1e-6)
     check_serving_export(tmp_path, results, padded)
+
+
+def test_audio_head_standardizes_the_embeddings(tmp_path, capsys):
+    # Regression: the head trained on the raw speech embeddings (values up
+    # to ~70) and, after one epoch at lr 0.01, put p = 1.0 on one class. Now
+    # it standardises them (the speech benchmark's recipe: windows every 4
+    # frames, per-feature mean and variance of the training features); the
+    # statistics are weights of the saved model, so predict applies them.
+    from keras_transfer.backbones import speech_embedding
+
+    folder = speech_folder(str(tmp_path / "speech"))
+    results = fit(
+        tmp_path / "logs", "--base", "speech_embedding", "--data", folder, "--epochs", "1",
+        "--test-fraction", "0.34",
+    )
+    assert results["chosen"]["standardized_features"] is True
+    model = keras.models.load_model(results["model"])  # saved and loaded
+    # The training clips as fit read them, through the base fit used.
+    (x, _), (x_test, _), _ = datasets.load_audio_folder(folder, 16000, test_fraction=0.34)
+    length = max(len(c) for c in x + x_test)
+    assert model.clip_length == length
+    base = speech_embedding(window_stride=_inputs.SPEECH_WINDOW_STRIDE)
+    features = base.predict(datasets.pad_clips(x, length), verbose=0)
+    assert np.abs(features).max() > 10  # unscaled, as the issue saw
+    norm = model.classifier.get_layer("head").get_layer("standardize")
+    mean, variance = (keras.ops.convert_to_numpy(v).reshape(-1) for v in (norm.mean, norm.variance))
+    np.testing.assert_allclose(mean, features.mean(0), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(variance, features.var(0), rtol=1e-3, atol=1e-4)
+    # predict on raw clips = the classifier on preprocessed arrays = softmax
+    # of the standardised features through the head's Dense (NumPy).
+    padded = datasets.pad_clips(x_test, length)
+    raw = model.predict(x_test, verbose=0)
+    np.testing.assert_allclose(raw, model.classifier.predict(padded, verbose=0), atol=1e-6)
+    kernel, bias = model.classifier.get_layer("head").get_layer("predictions").get_weights()
+    z = (base.predict(padded, verbose=0) - mean) / np.sqrt(variance) @ kernel + bias
+    expected = np.exp(z - z.max(-1, keepdims=True))
+    np.testing.assert_allclose(raw, expected / expected.sum(-1, keepdims=True), atol=1e-4)
+    assert raw.max() < 0.999  # one epoch does not saturate the head
 
 
 def test_a_failed_serving_export_keeps_the_model(tmp_path, monkeypatch, capsys):

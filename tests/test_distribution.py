@@ -53,6 +53,25 @@ def test_data_parallel_fit_equals_single_device():
         assert found["max_abs_diff"] < 1e-5, (name, found)
 
 
+def test_predict_and_evaluate_on_an_uneven_last_batch():
+    # Regression: under DataParallel (2 devices) `predict` / `evaluate` of a
+    # saved model failed deep in JAX on a last batch of 1 (5 inputs, batch
+    # 4). Now `predict` pads and trims (results equal one device's), the
+    # CLI's predict and evaluate take --distribution, and `evaluate`, which
+    # cannot pad, says what to change.
+    result = _run("uneven_predict")["uneven_predict"]
+    assert result["predict_max_abs_diff"] < 1e-6
+    assert result["cli_predict_code"] == 0
+    assert result["cli_predict_max_abs_diff"] < 1e-6
+    assert result["cli_evaluate_code"] == 0
+    assert result["cli_evaluate_accuracy"] == result["expected_accuracy"]
+    assert result["cli_odd_batch_code"] == 2
+    error = result["evaluate_error"]
+    assert "splits each batch over 2 devices" in error
+    assert "the 5 examples in batches of 4 end in a batch of 1" in error
+    assert "Received: batch_size=4, 5 examples" in error
+
+
 def test_data_parallel_gradual_unfreezer_and_discriminative_lr():
     # 3 epochs of 2 Adam(0.01) steps, stage per epoch: head; + g1 (x0.5);
     # + g0 and its BatchNorm (x0.25, BN frozen). Same weights on 2 devices.

@@ -20,6 +20,7 @@ What every command does alike:
 import os
 import sys
 import time
+import warnings
 
 from keras_transfer.cli import _args
 from keras_transfer.cli import evaluate as _evaluate
@@ -62,8 +63,28 @@ def build_parser():
     return parser
 
 
+def _warning_line(show):
+    """A `warnings.showwarning` printing keras-transfer's own warnings (a
+    skipped CSV row, ...) as one line, like its errors; others as `show` does."""
+
+    def show_warning(message, category, filename, lineno, file=None, line=None):
+        if "keras_transfer" not in os.path.normpath(filename).split(os.sep):
+            return show(message, category, filename, lineno, file, line)
+        (file or sys.stderr).write(
+            f"keras-transfer: warning: {_args.one_line(message)}\n"
+        )
+
+    return show_warning
+
+
 def main(argv=None):
     """Entry point of the `keras-transfer` console script; returns the exit status."""
+    with warnings.catch_warnings():
+        warnings.showwarning = _warning_line(warnings.showwarning)
+        return _main(argv)
+
+
+def _main(argv):
     parser = build_parser()
     try:
         try:

@@ -103,6 +103,17 @@ def add_common_arguments(parser):
     )
 
 
+def add_distribution_argument(parser, what):
+    """`--distribution` of `predict` and `evaluate`."""
+    parser.add_argument(
+        "--distribution", choices=("none", "data_parallel"), default="none",
+        help=f"data_parallel: {what} under keras.distribution.DataParallel over "
+        "every device Keras lists (JAX backend only); --batch-size must be a "
+        "multiple of the device count, an uneven last batch is padded and "
+        "the padding dropped from the results",
+    )
+
+
 # Library arguments (as the loaders name them in their errors) and the
 # command-line options that set them.
 CLI_OPTIONS = {
@@ -129,6 +140,14 @@ def cli_spelling(message, options=None):
     import re
 
     text = str(message)
+    # Library arguments the command line has no option for: say what a
+    # user of the command line can do instead.
+    text = re.sub(
+        r"shorter than `min_duration`=([\d.]+) s\. Remove it or lower `min_duration`\.",
+        r"shorter than the \1 s the command line reads (it has no option to "
+        r"lower this). Remove the file, or pad it with silence to at least \1 s.",
+        text,
+    )
     for name, option in (options or CLI_OPTIONS).items():
         def value(match, option=option):
             raw = match.group(1)

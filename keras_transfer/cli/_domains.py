@@ -306,6 +306,14 @@ def _load_unlabelled_csv(args, option, path):
             f"{args.text_column!r} or the wrong number of fields. Allowed: "
             "complete rows, or --on-bad-lines warn to skip them"
         )
+    if skipped:  # --on-bad-lines warn: skipped with a count, never silently
+        import warnings
+
+        warnings.warn(
+            f"{option} {path!r}: skipped {skipped} row(s) with an empty "
+            f"{args.text_column!r} or the wrong number of fields (kept "
+            f"{len(texts)})", UserWarning, stacklevel=2,
+        )
     if not texts:
         raise UsageError(
             f"{option} {path!r} has no text in column {args.text_column!r}. "
@@ -326,6 +334,20 @@ def subsample(domain, n, seed):
     if domain.y is not None:
         domain.y = np.asarray(domain.y)[pick]
     return domain
+
+
+def check_kinds(args):
+    """Before anything loads: `--source` and `--target` of the same kind,
+    and a built-in `--base` that takes it (a CSV given to an image base is
+    refused for being text, not for a missing --text-column)."""
+    kinds = [_inputs.data_modality(v) for v in (args.source, args.target)]
+    if None not in kinds and kinds[0] != kinds[1]:
+        check_same_modality(
+            Domain("--source", args.source, kinds[0], *(None,) * 5),
+            Domain("--target", args.target, kinds[1], *(None,) * 5),
+        )
+    _inputs.check_base_takes(args, "--source", args.source)
+    _inputs.check_base_takes(args, "--target", args.target)
 
 
 def check_same_modality(source, target):

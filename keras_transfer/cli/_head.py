@@ -12,6 +12,15 @@ evaluated at the end: no choice is made on them.
 Options the user gives (`--learning-rate`, `--l2`, `--epochs`) are used as
 given: they remove that setting from the search (and a given `--epochs`
 turns early stopping off). With all three given there is no search.
+
+Audio features are standardised first (`STANDARDIZED_MODALITIES`): the
+speech embedding's outputs are unscaled (values up to about 70), and a
+linear head at these rates on them saturates in one epoch (a probability of
+1.0 on one class). The head starts with a `Normalization` layer adapted to
+the features it trains on (per-feature mean and variance, as the speech
+benchmark's recipe, `benchmarks/speech_commands.py`); its statistics are
+weights of the head, so the saved model (`RawInputClassifier`) applies the
+same standardisation when it predicts.
 """
 
 LEARNING_RATES = (3e-3, 1e-2)
@@ -20,6 +29,8 @@ MAX_EPOCHS = 100
 PATIENCE = 10
 # Early stopping ignores gains below this (nats of validation cross-entropy).
 MIN_DELTA = 1e-3
+# Modalities whose base features the head standardises (see above).
+STANDARDIZED_MODALITIES = ("audio",)
 
 
 def stratified_split(y, fraction, seed):
@@ -42,19 +53,44 @@ def stratified_split(y, fraction, seed):
     return fit, validation
 
 
-def build_head(feature_shape, num_classes, l2):
-    """`[pooling] -> Dense(num_classes, softmax, L2 kernel)`: a linear probe.
+def standardizer(features):
+    """A `keras.layers.Normalization` adapted to `features` `(N, ...)`, pooled
+    over their middle axes as the heads pool them: per-feature mean and
+    variance, kept as the layer's weights (saved with the model)."""
+    import keras
+    import numpy as np
+
+    features = np.asarray(features, dtype="float32")
+    if features.ndim > 2:
+        features = features.reshape(len(features), -1, features.shape[-1]).mean(1)
+    layer = keras.layers.Normalization(name="standardize")
+    layer.adapt(features)
+    return layer
+
+
+def _pooling(feature_shape):
+    import keras
+
+    if len(feature_shape) == 3:
+        return [keras.layers.GlobalAveragePooling2D(name="avg_pool")]
+    if len(feature_shape) == 2:
+        return [keras.layers.GlobalAveragePooling1D(name="avg_pool")]
+    return []
+
+
+def build_head(feature_shape, num_classes, l2, standardize=None):
+    """`[pooling] -> [standardize] -> Dense(num_classes, softmax, L2 kernel)`:
+    a linear probe.
 
     No dropout: the L2 penalty, chosen on validation data, is the
-    regularizer, and the problem stays convex.
+    regularizer, and the problem stays convex. `standardize`: None, or the
+    training features to adapt a `Normalization` layer to (`standardizer`).
     """
     import keras
 
-    layers = [keras.Input(shape=feature_shape)]
-    if len(feature_shape) == 3:
-        layers.append(keras.layers.GlobalAveragePooling2D(name="avg_pool"))
-    elif len(feature_shape) == 2:
-        layers.append(keras.layers.GlobalAveragePooling1D(name="avg_pool"))
+    layers = [keras.Input(shape=feature_shape)] + _pooling(feature_shape)
+    if standardize is not None:
+        layers.append(standardizer(standardize))
     layers.append(
         keras.layers.Dense(
             num_classes,
@@ -67,11 +103,32 @@ def build_head(feature_shape, num_classes, l2):
     return keras.Sequential(layers, name="head")
 
 
-def _train(features, y, num_classes, learning_rate, l2, epochs, batch_size,
-           validation_data, callbacks, verbose):
+def strategy_head(features, num_classes, dropout=0.2):
+    """The head of the strategies that train the base too, for standardised
+    features: `build_classifier`'s default head (`[pooling] -> Dropout ->
+    Dense(softmax, float32)`) with a `Normalization` adapted to `features`
+    (the frozen base's training features) after the pooling."""
     import keras
 
-    head = build_head(features.shape[1:], num_classes, l2)
+    feature_shape = tuple(features.shape[1:])
+    layers = [keras.Input(shape=feature_shape)] + _pooling(feature_shape)
+    layers += [
+        standardizer(features),
+        keras.layers.Dropout(dropout, name="dropout"),
+        keras.layers.Dense(
+            num_classes, activation="softmax", dtype="float32", name="predictions"
+        ),
+    ]
+    return keras.Sequential(layers, name="head")
+
+
+def _train(features, y, num_classes, learning_rate, l2, epochs, batch_size,
+           validation_data, callbacks, verbose, standardize):
+    import keras
+
+    head = build_head(
+        features.shape[1:], num_classes, l2, features if standardize else None
+    )
     head.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss="sparse_categorical_crossentropy",
@@ -87,9 +144,12 @@ def _train(features, y, num_classes, learning_rate, l2, epochs, batch_size,
     return head, history
 
 
-def fit_feature_extraction(args, base, x, y, x_test, y_test, num_classes, tensorboard):
+def fit_feature_extraction(args, base, x, y, x_test, y_test, num_classes, tensorboard,
+                           standardize=False):
     """Returns `(model, history, settings)`; `history` ends with the test
-    metrics of the final model, `settings` records what was chosen."""
+    metrics of the final model, `settings` records what was chosen.
+    `standardize`: the head starts with a `Normalization` adapted to the
+    features it trains on."""
     import keras
     import numpy as np
 
@@ -121,6 +181,7 @@ def fit_feature_extraction(args, base, x, y, x_test, y_test, num_classes, tensor
             _, history = _train(
                 features[fit_idx], y[fit_idx], num_classes, rate, penalty,
                 args.epochs or MAX_EPOCHS, args.batch_size, validation, callbacks, 0,
+                standardize,
             )
             losses = history.history["val_cross_entropy"]
             best = int(np.argmin(losses))
@@ -139,10 +200,12 @@ def fit_feature_extraction(args, base, x, y, x_test, y_test, num_classes, tensor
     head, history = _train(
         features, y, num_classes, rate, penalty, epochs, args.batch_size,
         (test_features, np.asarray(y_test)), [tensorboard], args.verbose,
+        standardize,
     )
     model = build_classifier(base, head=head)
     settings = {
         "learning_rate": rate, "l2": penalty, "epochs": int(epochs),
+        "standardized_features": bool(standardize),
         "validation_fraction": args.validation_fraction if searched else None,
         "searched": searched,
     }

@@ -20,6 +20,9 @@ DEFAULT_IMAGE_SIZE = 96
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 512
 # What `backbones.speech_embedding` takes; wav folders are resampled to it.
 AUDIO_SAMPLE_RATE = 16000
+# Mel frames between the speech embedding's windows: 4 (40 ms), the speech
+# benchmark's recipe (`benchmarks/speech_commands.py`), not the base's 8.
+SPEECH_WINDOW_STRIDE = 4
 
 
 def is_audio_folder(path):
@@ -33,6 +36,53 @@ def is_audio_folder(path):
         ):
             return True
     return False
+
+
+# What each built-in base takes, known before it is loaded.
+BUILTIN_BASE_MODALITIES = {
+    "minilm": "text", "efficientnet_lite0": "image", "speech_embedding": "audio",
+}
+_BUILTIN_IMAGE_DATA = ("fashion_mnist", "mnist5k", "digits")
+
+
+def data_modality(value):
+    """The kind of a data option's value, from its name or path alone:
+    `"text"` (rotten_tomatoes, a .csv/.tsv file), `"audio"` (a folder of
+    .wav class folders), `"image"` (the built-in image sets, another
+    folder), or None when it is neither."""
+    if value == "rotten_tomatoes" or (
+        os.path.isfile(value) and value.lower().endswith((".csv", ".tsv"))
+    ):
+        return "text"
+    if value in _BUILTIN_IMAGE_DATA:
+        return "image"
+    if is_audio_folder(value):
+        return "audio"
+    if os.path.isdir(value):
+        return "image"
+    return None
+
+
+def modality_mismatch(base, base_modality, option, value, modality):
+    """The one-line error for a base given data of another kind."""
+    return UsageError(
+        f"--base {base!r} takes {base_modality} input but {option} "
+        f"{value!r} is {modality} data. Allowed: a text base "
+        "(minilm, a text preset) with text data, an image base "
+        "(efficientnet_lite0, an image model) with image data, "
+        "speech_embedding with a folder of .wav files"
+    )
+
+
+def check_base_takes(args, option, value):
+    """A built-in `--base` and the kind of `value` (named by `option`),
+    compared before anything loads: a CSV given to an image base is refused
+    for being text, not for a missing --text-column. (Bases from files are
+    checked once loaded, in `load_base`.)"""
+    base_modality = BUILTIN_BASE_MODALITIES.get(args.base)
+    modality = data_modality(value)
+    if base_modality and modality and modality != base_modality:
+        raise modality_mismatch(args.base, base_modality, option, value, modality)
 
 
 def check_base_and_data(args):
@@ -81,6 +131,8 @@ def load_data(args):
 
     name = args.data
     n_train, n_test = args.n_train, args.n_test
+    # 1 for `evaluate`: a trained model can be scored on one class's data.
+    min_classes = getattr(args, "min_classes", 2)
     if name in DEFAULT_SIZES:
         default_train, default_test = DEFAULT_SIZES[name]
         n_train = default_train if n_train is None else n_train
@@ -110,6 +162,7 @@ def load_data(args):
             train, test, classes = datasets.load_audio_folder(
                 name, sample_rate=AUDIO_SAMPLE_RATE,
                 test_fraction=args.test_fraction, seed=args.seed,
+                min_classes=min_classes,
             )
             # One length for all clips (silence at the end), so the model
             # sees train and held-out clips alike; `fit` saves it.
@@ -122,7 +175,7 @@ def load_data(args):
             size = args.image_size or 224
             train, test, classes = datasets.load_image_folder(
                 name, image_size=(size, size), test_fraction=args.test_fraction,
-                seed=args.seed,
+                seed=args.seed, min_classes=min_classes,
             )
             modality = "image"
         else:
@@ -131,7 +184,7 @@ def load_data(args):
                 name, text_column=args.text_column, label_column=args.label_column,
                 test_fraction=args.test_fraction, seed=args.seed,
                 delimiter=delimiter, encoding=args.encoding,
-                on_bad_lines=args.on_bad_lines,
+                on_bad_lines=args.on_bad_lines, min_classes=min_classes,
             )
             modality = "text"
     except UsageError:
@@ -172,6 +225,8 @@ def load_base(args, data_modality):
     elif args.base == "efficientnet_lite0":
         size = args.image_size or DEFAULT_IMAGE_SIZE
         kwargs["input_shape"] = (size, size, 3)
+    elif args.base == "speech_embedding":
+        kwargs["window_stride"] = SPEECH_WINDOW_STRIDE
     elif os.path.isdir(args.base):
         kwargs["sequence_length"] = args.sequence_length
     try:
@@ -182,13 +237,7 @@ def load_base(args, data_modality):
     except (ValueError, ImportError, OSError) as e:
         raise UsageError(f"--base {args.base!r}: {_args.cli_spelling(e)}")
     if base.modality != data_modality:
-        raise UsageError(
-            f"--base {args.base!r} takes {base.modality} input but --data "
-            f"{args.data!r} is {data_modality} data. Allowed: a text base "
-            "(minilm, a text preset) with text data, an image base "
-            "(efficientnet_lite0, an image model) with image data, "
-            "speech_embedding with a folder of .wav files"
-        )
+        raise modality_mismatch(args.base, base.modality, "--data", args.data, data_modality)
     return base
 
 

@@ -238,12 +238,18 @@ def _batches(x, y, batch_size, seed):
 
 
 def _find_rate(args, model, x, y, settings):
+    import warnings
+
     from keras_transfer.strategies import lr_find
 
-    found = lr_find(
-        model, _batches(x, y, args.batch_size, args.seed),
-        num_steps=args.lr_find_steps, batch_size=args.batch_size, seed=args.seed,
-    )
+    with warnings.catch_warnings():
+        # Its reason is the error below instead.
+        warnings.filterwarnings("ignore", message="`lr_find` suggests no")
+        found = lr_find(
+            model, _batches(x, y, args.batch_size, args.seed),
+            num_steps=args.lr_find_steps, batch_size=args.batch_size,
+            seed=args.seed,
+        )
     settings["lr_find"] = {
         "suggestion": found.suggestion,
         "steps": int(len(found.learning_rates)),
@@ -251,10 +257,10 @@ def _find_rate(args, model, x, y, settings):
         "max_rate": float(found.learning_rates[-1]),
     }
     if found.suggestion is None:
+        reason = found.reason.replace("`num_steps`", "--lr-find-steps")
         raise UsageError(
-            f"--learning-rate 'find': the range test ran {len(found.learning_rates)} "
-            "steps and found no falling stretch of the loss (it diverged at "
-            "once). Allowed: a number for --learning-rate, or more "
+            f"--learning-rate 'find' with --lr-find-steps {args.lr_find_steps}: "
+            f"{reason} Allowed: a number for --learning-rate, or more "
             "--lr-find-steps"
         )
     return float(found.suggestion)
@@ -399,7 +405,7 @@ def choose(args, base, x, y, num_classes):
 # ----------------------------------------------------------- strategies
 
 
-def _warmup(args, base, head, x, y, validation, callbacks):
+def _warmup(args, base, head, x, y, validation, callbacks, cache=None):
     import keras
 
     from keras_transfer.strategies import FeatureCache
@@ -409,7 +415,7 @@ def _warmup(args, base, head, x, y, validation, callbacks):
         base, head, x, y, validation_data=validation, epochs=args.warmup_epochs,
         batch_size=args.batch_size,
         optimizer=keras.optimizers.Adam(HEAD_LEARNING_RATE),
-        cache=FeatureCache(base, batch_size=args.batch_size, verbose=args.verbose),
+        cache=cache or FeatureCache(base, batch_size=args.batch_size, verbose=args.verbose),
         callbacks=callbacks, verbose=args.verbose,
     )
 
@@ -582,7 +588,8 @@ def run(args, base, x, y, x_test, y_test, num_classes, tensorboard, run_dir):
     y_test = np.asarray(y_test)
     if strategy == "feature_extraction":
         model, history, chosen = _head.fit_feature_extraction(
-            args, base.model, x, y, x_test, y_test, num_classes, tensorboard
+            args, base.model, x, y, x_test, y_test, num_classes, tensorboard,
+            standardize=base.modality in _head.STANDARDIZED_MODALITIES,
         )
         settings.update(chosen)
         scores = {
@@ -618,10 +625,21 @@ def run(args, base, x, y, x_test, y_test, num_classes, tensorboard, run_dir):
         validation_fraction=args.validation_fraction,
         n_fit=int(len(fit_idx)), n_validation=int(len(val_idx)),
     )
-    head = build_classifier(base.model, num_classes).get_layer("head")
+    cache = None
+    if base.modality in _head.STANDARDIZED_MODALITIES:
+        # Unscaled features (audio): a head that standardises them first,
+        # with the statistics of the frozen base's training features.
+        from keras_transfer.strategies import FeatureCache
+
+        base.model.trainable = False
+        cache = FeatureCache(base.model, batch_size=args.batch_size, verbose=args.verbose)
+        head = _head.strategy_head(cache.transform(x_fit), num_classes)
+        settings["standardized_features"] = True
+    else:
+        head = build_classifier(base.model, num_classes).get_layer("head")
     warmup = args.warmup_epochs if strategy in STRATEGY_OPTIONS["warmup_epochs"] else 0
     if warmup:
-        _warmup(args, base.model, head, x_fit, y_fit, validation, [tensorboard])
+        _warmup(args, base.model, head, x_fit, y_fit, validation, [tensorboard], cache)
         settings.update(warmup_epochs=warmup, head_learning_rate=HEAD_LEARNING_RATE)
     settings["run_dir"] = run_dir
     model, trained, callbacks = BUILDERS[strategy](args, base.model, head, settings)

@@ -139,6 +139,7 @@ def run(args, start_time=None):
     _domains.check_data_option("--target", args.target, unlabelled_ok=True)
     _domains.check_csv_options(args, (args.source, args.target))
     _domains.check_modality_options(args, (args.source, args.target))
+    _domains.check_kinds(args)
     run_dir, output = _domains.prepare_run(
         args, (args.base, args.source, args.target, args.method), saves_model=True
     )

@@ -16,6 +16,7 @@ from keras_transfer.cli import _args
 from keras_transfer.cli import _inputs
 from keras_transfer.cli import _run_folder
 from keras_transfer.cli import _serving
+from keras_transfer.cli import _strategies
 from keras_transfer.cli._args import UsageError
 
 NAME = "evaluate"
@@ -74,6 +75,7 @@ def add_parser(commands):
         help="CSV data: a bad row stops the run naming its line (error), or is skipped with a count (warn)",
     )
     parser.add_argument("--batch-size", type=_args.int_in(1, 65_536), default=32)
+    _args.add_distribution_argument(parser, "predict")
     parser.add_argument(
         "--logdir", default="tensorboard_logs",
         help="folder for the runs; this one writes to <logdir>/<run-name>/",
@@ -118,6 +120,8 @@ def _load(args, model):
         label_column=args.label_column, encoding=args.encoding,
         on_bad_lines=args.on_bad_lines,
         image_size=model.image_size[0] if model.image_size else None,
+        # Data of one class is evaluated too (over the model's classes).
+        min_classes=1,
     )
     modality, train, test, class_names = _inputs.load_data(loader_args)
     if args.split == "all":
@@ -167,6 +171,7 @@ def run(args, start_time=None):
     """Runs `keras-transfer evaluate`; returns the results dict."""
     start_time = time.time() if start_time is None else start_time
     _run_folder.check_run_name(args.run_name)
+    _strategies.start_distribution(args)
     model = _serving.load_model(args.model)
     x, y = _load(args, model)
     if args.run_name is None:

@@ -226,6 +226,7 @@ def _check_options(args):
         )
     _inputs.check_base_and_data(args)
     _check_applicable(args)
+    _inputs.check_base_takes(args, "--data", args.data)
 
 
 # Options that only some data or strategies read: given with a value other

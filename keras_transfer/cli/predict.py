@@ -12,6 +12,7 @@ import os
 from keras_transfer.cli import _args
 from keras_transfer.cli import _run_folder
 from keras_transfer.cli import _serving
+from keras_transfer.cli import _strategies
 from keras_transfer.cli._args import UsageError
 
 NAME = "predict"
@@ -59,6 +60,7 @@ def add_parser(commands):
     parser.add_argument("--batch-size", type=_args.int_in(1, 65_536), default=32)
     parser.add_argument("--text-column", default="text", help="CSV inputs: the text column")
     parser.add_argument("--encoding", default="utf-8", help=".txt/.csv inputs: the text encoding")
+    _args.add_distribution_argument(parser, "predict")
     return parser
 
 
@@ -83,13 +85,15 @@ def check_output(output, overwrite):
 def run(args, start_time=None):
     """Runs `keras-transfer predict`; returns the list of prediction rows."""
     check_output(args.output, args.overwrite)
+    _strategies.start_distribution(args)
     model = _serving.load_model(args.model)
     names, raw = _serving.read_inputs(model, args.inputs, args.text_column, args.encoding)
     try:
         labels, probabilities = model.predict_labels(raw, batch_size=args.batch_size)
     except ValueError as e:
         raise UsageError(
-            f"INPUT: {e} Allowed: {_serving.ALLOWED_INPUTS[model.modality]} that can be decoded"
+            f"INPUT: {_args.cli_spelling(e)} Allowed: "
+            f"{_serving.ALLOWED_INPUTS[model.modality]} that can be decoded"
         )
     rows = [
         {

@@ -85,6 +85,7 @@ def run(args, start_time=None):
     _domains.check_data_option("--target", args.target, unlabelled_ok=True)
     _domains.check_csv_options(args, (args.source, args.target))
     _domains.check_modality_options(args, (args.source, args.target))
+    _domains.check_kinds(args)
     run_dir, _ = _domains.prepare_run(
         args, (args.base, args.source, args.target, NAME), saves_model=False
     )
@@ -203,7 +204,8 @@ def _print(results, report):
         ("feature width", report["feature_dim"]),
         ("proxy A-distance", f"{report['proxy_a_distance']:.3f}  (0 = same domain, 2 = separable)"),
         ("domain classifier error", f"{report['domain_classifier_error']:.3f}"),
-        ("MMD (squared)", f"{report['mmd']:.4g}"),
+        ("MMD^2, unbiased estimate", f"{report['mmd']:.4g}  (0 = indistinguishable; "
+                                     "may be slightly negative: sampling noise)"),
         ("domain LogME", f"{report['domain_logme']:.3f}  (higher = farther apart)"),
     ]
     if "target_logme" in report:

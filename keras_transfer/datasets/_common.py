@@ -70,18 +70,28 @@ def check_path(function, name, path, kind="file", hint=None):
     return path
 
 
-def class_folders(path):
+def check_min_classes(min_classes):
+    if min_classes not in (1, 2):
+        raise ValueError(
+            "`min_classes` must be 2 (data to train a classifier on) or 1 "
+            "(data to evaluate one on, which may hold a single class). "
+            f"Received: min_classes={min_classes!r}"
+        )
+    return min_classes
+
+
+def class_folders(path, min_classes=2):
     """The sorted names of the class sub-folders of `path` (hidden ones
-    skipped); raises if there are fewer than two."""
+    skipped); raises if there are fewer than `min_classes` (2 or 1)."""
     class_names = tuple(
         sorted(
             name for name in os.listdir(path)
             if not name.startswith(".") and os.path.isdir(os.path.join(path, name))
         )
     )
-    if len(class_names) < 2:
+    if len(class_names) < min_classes:
         raise ValueError(
-            "`path` must hold at least two class sub-folders (one per "
+            f"`path` must hold at least {'two class sub-folders' if min_classes == 2 else 'one class sub-folder'} (one per "
             f"class). Found {len(class_names)}: {list(class_names)}. "
             f"Received: path={path!r}"
         )

@@ -60,6 +60,16 @@ def _to_float(data, filename):
     )
 
 
+# A mono mix at least 60 dB below its channels: they cancel (anti-phase).
+_CANCELLED = 1e-3
+
+
+def _quieter(quiet, loud):
+    if quiet == 0:
+        return "silent (every sample 0)"
+    return f"{20 * math.log10(loud / quiet):.0f} dB quieter than its channels"
+
+
 def read_wav(filename, sample_rate=16000, min_duration=0.1):
     """Reads one `.wav` file as a mono float32 waveform at `sample_rate`.
 
@@ -88,8 +98,9 @@ def read_wav(filename, sample_rate=16000, min_duration=0.1):
             compressed format such as mu-law or ADPCM, or truncated: its
             data chunk ends before the length its header gives), holds
             NaN or infinite float samples, or the clip is empty, silent
-            (all samples zero) or shorter than `min_duration`; the
-            message names the file.
+            (all samples zero), has channels that cancel when mixed to
+            mono (anti-phase stereo: the message says so) or is shorter
+            than `min_duration`; the message names the file.
         FileNotFoundError: no such file.
     """
     sample_rate = _check_rate("sample_rate", sample_rate)
@@ -124,15 +135,32 @@ def read_wav(filename, sample_rate=16000, min_duration=0.1):
     if data.ndim == 2 and data.shape[1] == 0:
         data = data[:, :0]
     audio = _to_float(data, filename)
+    channels = audio
     if audio.ndim == 2:
         audio = audio.mean(axis=1, dtype=np.float32)
     if audio.size == 0:
         raise ValueError(f"The WAV file {filename!r} is empty (0 samples).")
-    if not np.any(audio):
+    if not np.any(channels):
         raise ValueError(
-            f"The WAV file {filename!r} is silent (all {audio.size} samples "
+            f"The WAV file {filename!r} is silent (all {channels.size} samples "
             "are zero)."
         )
+    if channels.ndim == 2:
+        # Channels in anti-phase (one the negative of the other: a
+        # polarity-inverted microphone or cable) cancel when averaged; the
+        # recording is not silent, its mono mix is.
+        level = np.sqrt(np.mean(np.square(channels, dtype=np.float64)))
+        mixed = np.sqrt(np.mean(np.square(audio, dtype=np.float64)))
+        if mixed <= _CANCELLED * level:
+            raise ValueError(
+                f"The WAV file {filename!r} has {channels.shape[1]} channels "
+                "that cancel when mixed to mono (averaged): they are in "
+                "anti-phase (one is the negative of the other, e.g. a "
+                "polarity-inverted microphone or cable), so its mono mix is "
+                f"{_quieter(mixed, level)} although the recording is not "
+                "silent. Keep one channel, or invert one, and save the file "
+                "again."
+            )
     duration = audio.size / rate
     if duration < min_duration:
         raise ValueError(
@@ -178,7 +206,8 @@ def pad_clips(clips, length=None):
 
 
 def load_audio_folder(
-    path, sample_rate=16000, test_fraction=0.2, seed=0, min_duration=0.1
+    path, sample_rate=16000, test_fraction=0.2, seed=0, min_duration=0.1,
+    min_classes=2,
 ):
     """Loads a folder of `.wav` clips, one sub-folder per class, and splits it.
 
@@ -205,6 +234,9 @@ def load_audio_folder(
             gives an empty test set.
         seed: int, seeds the split.
         min_duration: float, seconds, see `read_wav`.
+        min_classes: 2 (default: data to train a classifier on) or 1
+            (data of a single class is accepted, e.g. to evaluate a trained
+            classifier on it).
 
     Returns:
         `(x_train, y_train), (x_test, y_test), class_names`:
@@ -216,8 +248,8 @@ def load_audio_folder(
 
     Raises:
         FileNotFoundError: `path` is not a folder.
-        ValueError: fewer than two class sub-folders, a class without
-            `.wav` files, or a bad file (named in the message).
+        ValueError: fewer than `min_classes` class sub-folders, a class
+            without `.wav` files, or a bad file (named in the message).
     """
     path = _common.check_path(
         "load_audio_folder", "path", path, kind="folder",
@@ -229,7 +261,8 @@ def load_audio_folder(
         "test_fraction", test_fraction, allow_zero=True
     )
     seed = _common.check_seed(seed)
-    class_names = _common.class_folders(path)
+    min_classes = _common.check_min_classes(min_classes)
+    class_names = _common.class_folders(path, min_classes)
     clips, labels = [], []
     for label, name in enumerate(class_names):
         folder = os.path.join(path, name)

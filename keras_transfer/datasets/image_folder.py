@@ -9,7 +9,9 @@ from keras_transfer.datasets import _common
 _EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
-def load_image_folder(path, image_size=(224, 224), test_fraction=0.2, seed=0):
+def load_image_folder(
+    path, image_size=(224, 224), test_fraction=0.2, seed=0, min_classes=2
+):
     """Loads a folder of images, one sub-folder per class, with a stratified split.
 
     ```
@@ -35,6 +37,9 @@ def load_image_folder(path, image_size=(224, 224), test_fraction=0.2, seed=0):
         test_fraction: float in [0, 1), share of each class held out; 0
             gives an empty test set.
         seed: int, seeds the split.
+        min_classes: 2 (default: data to train a classifier on) or 1
+            (data of a single class is accepted, e.g. to evaluate a trained
+            classifier on it).
 
     Returns:
         `(x_train, y_train), (x_test, y_test), class_names`:
@@ -46,8 +51,8 @@ def load_image_folder(path, image_size=(224, 224), test_fraction=0.2, seed=0):
 
     Raises:
         FileNotFoundError: `path` is not a folder.
-        ValueError: fewer than two class sub-folders, a class without
-            images, or a file that cannot be decoded or converted (named in
+        ValueError: fewer than `min_classes` class sub-folders, a class
+            without images, or a file that cannot be decoded or converted (named in
             the message, e.g. a float image outside [0, 1]).
         ImportError: Pillow is not installed (`pip install pillow`).
     """
@@ -71,6 +76,7 @@ def load_image_folder(path, image_size=(224, 224), test_fraction=0.2, seed=0):
         "test_fraction", test_fraction, allow_zero=True
     )
     seed = _common.check_seed(seed)
+    min_classes = _common.check_min_classes(min_classes)
     try:
         from PIL import Image
     except ImportError as error:
@@ -79,7 +85,7 @@ def load_image_folder(path, image_size=(224, 224), test_fraction=0.2, seed=0):
             "with `pip install pillow`."
         ) from error
 
-    class_names = _common.class_folders(path)
+    class_names = _common.class_folders(path, min_classes)
     files, labels = [], []
     for label, name in enumerate(class_names):
         folder = os.path.join(path, name)

@@ -3,7 +3,6 @@
 import codecs
 import csv
 import io
-import logging
 import warnings
 
 import numpy as np
@@ -31,6 +30,7 @@ def load_text_csv(
     delimiter=",",
     encoding="utf-8",
     on_bad_lines="error",
+    min_classes=2,
 ):
     """Loads texts and labels from a CSV file with a stratified split.
 
@@ -47,8 +47,8 @@ def load_text_csv(
     `on_bad_lines="error"` the first bad row raises, naming the line of
     the file it starts on (counting every physical line, so a quoted field
     spanning lines is counted right); with `"warn"` bad rows are skipped
-    and a `UserWarning` (also logged on the `keras_transfer` logger) gives
-    their count and lines. Rows are never dropped silently.
+    and a `UserWarning` gives their count and lines. Rows are never dropped
+    silently.
 
     Args:
         path: str, the CSV file.
@@ -62,6 +62,9 @@ def load_text_csv(
             (`"utf-8"`, `"cp1252"`, `"latin-1"`, `"utf-16"`, ...).
         on_bad_lines: `"error"` (default) or `"warn"` (skip, with a count),
             as in `pandas.read_csv`.
+        min_classes: 2 (default: data to train a classifier on) or 1
+            (data of a single class is accepted, e.g. to evaluate a trained
+            classifier on it).
 
     Returns:
         `(x_train, y_train), (x_test, y_test), class_names`:
@@ -77,7 +80,7 @@ def load_text_csv(
             and suggests encodings), an unknown `encoding`, a named column
             missing or duplicated (the message lists the columns the file
             has), a bad row with `on_bad_lines="error"` (with its line), no
-            data rows, or fewer than two classes.
+            data rows, or fewer than `min_classes` classes.
     """
     path = _common.check_path(
         "load_text_csv", "path", path,
@@ -87,6 +90,7 @@ def load_text_csv(
         "test_fraction", test_fraction, allow_zero=True
     )
     seed = _common.check_seed(seed)
+    min_classes = _common.check_min_classes(min_classes)
     if on_bad_lines not in _ON_BAD_LINES:
         raise ValueError(
             f"`on_bad_lines` must be one of {_ON_BAD_LINES}. "
@@ -154,7 +158,8 @@ def load_text_csv(
             f"`load_text_csv` skipped {len(bad)} bad row(s) of {path!r} "
             f"(kept {len(texts)}): lines {shown}{more}."
         )
-        logging.getLogger("keras_transfer").warning(message)
+        # One `UserWarning` (as pandas' `on_bad_lines="warn"`); logging it
+        # as well printed it twice on stderr.
         warnings.warn(message, UserWarning, stacklevel=2)
     if not texts:
         raise ValueError(
@@ -162,7 +167,7 @@ def load_text_csv(
             f"it has none{' that are not bad' if bad else ''}. Received: path={path!r}"
         )
     class_names = tuple(sorted(set(labels), key=_label_key))
-    if len(class_names) < 2:
+    if len(class_names) < min_classes:
         raise ValueError(
             f"`label_column` must hold at least two classes; column "
             f"{label_column!r} of {path!r} has {list(class_names)}. "

@@ -47,12 +47,16 @@ class RawInputClassifier(keras.Model):
     `tf.data.Dataset` of preprocessed batches) and run `preprocess` first.
     `class_names[i]` names output column `i`.
 
-    In a `.keras` file, the classifier's architecture is stored as an asset
-    (`classifier.json`, as keras-hub stores tokenizer vocabularies) rather
-    than in the config, so the config stays a few hundred characters: loaded
-    without `import keras_transfer`, Keras's "Could not locate class
-    'RawInputClassifier'" error is short (it shows this config, which says
-    to import `keras_transfer`) instead of printing the whole network.
+    In a `.keras` file written by `model.save`, the classifier's
+    architecture is stored as an asset (`classifier.json`, as keras-hub
+    stores tokenizer vocabularies) rather than in the config, so the config
+    stays a few hundred characters: loaded without `import keras_transfer`,
+    Keras's "Could not locate class 'RawInputClassifier'" error is short (it
+    shows this config, which says to import `keras_transfer`) instead of
+    printing the whole network. Everywhere else `get_config` holds the
+    classifier's config, so `from_config(model.get_config())` and
+    `keras.models.clone_model(model)` give the same architecture with new
+    weights, as for any Keras model.
 
     Args:
         classifier: a built `keras.Model` from preprocessed inputs to class
@@ -137,6 +141,8 @@ class RawInputClassifier(keras.Model):
         self.clip_length = clip_length
         self.requires = requires
         self.classifier = None
+        # True while `save` writes a `.keras` file (see `get_config`).
+        self._saving_file = False
         if classifier is not None:
             self._set_classifier(classifier)
 
@@ -163,7 +169,10 @@ class RawInputClassifier(keras.Model):
         if self.classifier is None:
             raise ValueError(
                 "This `RawInputClassifier` has no classifier: it was made "
-                "from a config alone. Load it with `keras.models.load_model`."
+                "from the config of a saved `.keras` file, which keeps the "
+                "classifier as an asset. Load the file with "
+                "`keras.models.load_model`, or clone the model itself "
+                "(`keras.models.clone_model(model)`)."
             )
         return self.classifier(inputs, training=training)
 
@@ -287,14 +296,24 @@ class RawInputClassifier(keras.Model):
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
         """`keras.Model.predict` on raw (or preprocessed) inputs.
 
+        Under a `keras.distribution` (`DataParallel`, ...), whose devices
+        each take an equal share of every batch, an uneven last batch is
+        padded with copies of the last input and the extra rows dropped from
+        the result, so any number of inputs can be predicted (the batch
+        size itself must be a multiple of the device count).
+
         Returns:
             float32 `(N, len(class_names))` class probabilities.
+
+        Raises:
+            ValueError: inputs that do not fit the modality; under a
+                distribution, a batch size the devices do not divide.
         """
         kwargs = dict(batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks)
         if _is_dataset(x):
             return super().predict(x, **kwargs)
         if self.modality != "audio":
-            return super().predict(self.preprocess(x), **kwargs)
+            return self._predict_arrays(self.preprocess(x), kwargs)
         from keras_transfer.datasets import pad_clips
 
         clips = self._clips(x)
@@ -302,17 +321,51 @@ class RawInputClassifier(keras.Model):
         out = None
         for length in sorted(set(lengths)):
             rows = [i for i, n in enumerate(lengths) if n == length]
-            probabilities = super().predict(
-                pad_clips([clips[i] for i in rows], length), **kwargs
+            probabilities = self._predict_arrays(
+                pad_clips([clips[i] for i in rows], length), kwargs
             )
             if out is None:
                 out = np.zeros((len(clips), probabilities.shape[-1]), probabilities.dtype)
             out[rows] = probabilities
         return out
 
+    def _predict_arrays(self, x, kwargs):
+        """`keras.Model.predict` on arrays; under a distribution, an uneven
+        last batch is padded (copies of the last input), the result trimmed."""
+        shards, batch_size = _check_batches(x, kwargs.get("batch_size"), "predict")
+        count = len(keras.tree.flatten(x)[0])
+        last = count % batch_size
+        pad = (-last) % shards if last else 0
+        if pad:
+            x = keras.tree.map_structure(
+                lambda a: np.concatenate([a, np.repeat(a[-1:], pad, axis=0)]), x
+            )
+        return super().predict(x, **kwargs)[:count]
+
     def evaluate(self, x=None, y=None, **kwargs):
+        """`keras.Model.evaluate` on raw (or preprocessed) inputs.
+
+        Under a `keras.distribution`, the batch size and the last batch must
+        split evenly over the devices (padding would change the loss and
+        the metrics): otherwise a `ValueError` says how to fix it. (`predict`
+        pads and trims instead.)
+        """
         if x is not None and not _is_dataset(x):
             x = self.preprocess(x)
+            shards, batch_size = _check_batches(x, kwargs.get("batch_size"), "evaluate")
+            count = len(keras.tree.flatten(x)[0])
+            last = count % batch_size
+            if last % shards:
+                raise ValueError(
+                    f"`evaluate` under a `keras.distribution` splits each batch "
+                    f"over {shards} devices; the {count} examples in batches of "
+                    f"{batch_size} end in a batch of {last}, which they cannot "
+                    "split evenly (padding it would change the loss and the "
+                    "metrics). Pass a number of examples or a `batch_size` that "
+                    f"leaves a last batch that is a multiple of {shards}, or use "
+                    "`predict` (it pads and trims). Received: "
+                    f"batch_size={batch_size}, {count} examples"
+                )
         return super().evaluate(x, y, **kwargs)
 
     def fit(self, x=None, y=None, validation_data=None, **kwargs):
@@ -334,11 +387,23 @@ class RawInputClassifier(keras.Model):
 
     # -- saving ------------------------------------------------------------
 
+    def save(self, filepath, *args, **kwargs):
+        """`keras.Model.save`; the classifier goes to an asset, not the config."""
+        self._saving_file = True
+        try:
+            return super().save(filepath, *args, **kwargs)
+        finally:
+            self._saving_file = False
+
     def get_config(self):
         config = super().get_config()
+        classifier = None
+        if not self._saving_file and self.classifier is not None:
+            classifier = keras.saving.serialize_keras_object(self.classifier)
         config.update({
-            # Saved as an asset (see `save_assets`), so the config stays short.
-            "classifier": None,
+            # In a file written by `save`, an asset (see `save_assets`), so
+            # the config stays short.
+            "classifier": classifier,
             "class_names": list(self.class_names),
             "modality": self.modality,
             "preprocessor": (
@@ -376,14 +441,38 @@ class RawInputClassifier(keras.Model):
 
     def load_assets(self, dir_path):
         # Runs before the weights of the attributes are loaded, so the
-        # classifier's weights are then read into it as usual.
-        with open(os.path.join(dir_path, _CLASSIFIER_ASSET)) as f:
-            self._set_classifier(keras.saving.deserialize_keras_object(json.load(f)))
+        # classifier's weights are then read into it as usual. (A config
+        # that held the classifier, as `keras.saving.save_model` writes it,
+        # has built it already.)
+        if self.classifier is None:
+            with open(os.path.join(dir_path, _CLASSIFIER_ASSET)) as f:
+                self._set_classifier(
+                    keras.saving.deserialize_keras_object(json.load(f))
+                )
         optimizer = getattr(self, "optimizer", None)
         if optimizer is not None and not optimizer.built:
             # `compile_from_config` ran before the classifier existed; build
             # the optimizer now so its saved state loads (training resumes).
             optimizer.build(self.trainable_variables)
+
+
+def _check_batches(x, batch_size, method):
+    """`(devices each batch is split over, batch size)`: 1 without a
+    `keras.distribution`; raises if the batch size does not split evenly."""
+    batch_size = 32 if batch_size is None else batch_size
+    distribution = keras.distribution.distribution()
+    if distribution is None:
+        return 1, batch_size
+    from keras_transfer.distribution import batch_shards
+
+    shards = batch_shards(distribution)
+    if batch_size % shards:
+        raise ValueError(
+            f"`{method}` under a `keras.distribution` splits each batch over "
+            f"{shards} devices, so `batch_size` must be a multiple of "
+            f"{shards}. Received: batch_size={batch_size}"
+        )
+    return shards, batch_size
 
 
 def _is_paths(x):

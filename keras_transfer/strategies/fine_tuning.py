@@ -1,7 +1,10 @@
 """Fine-tuning recipes: `fine_tune`, fastai's two phases in one call."""
 
+import difflib
+import inspect
 import math
 import os
+import warnings
 
 import keras
 import numpy as np
@@ -328,12 +331,18 @@ def fine_tune(model_or_base, data=None, *args, **kwargs):
         [Smith & Topin, Super-Convergence, 2019](https://arxiv.org/abs/1708.07120).
     """
     if isinstance(data, keras.layers.Layer):
+        _check_keywords(_fine_tune_base_head, kwargs, 2 + len(args),
+                        "fine_tune(base, head, x, y, ...)")
         return _fine_tune_base_head(model_or_base, data, *args, **kwargs)
     if "head" in kwargs:
         head = kwargs.pop("head")
         if data is not None:
             args = (data,) + args
+        _check_keywords(_fine_tune_base_head, kwargs, 2 + len(args),
+                        "fine_tune(base, head=..., x, y, ...)")
         return _fine_tune_base_head(model_or_base, head, *args, **kwargs)
+    _check_keywords(_fine_tune_recipe, kwargs, 2,
+                    "fine_tune(model_or_base, data, ...)")
     if args:
         raise TypeError(
             "`fine_tune(model_or_base, data, epochs=..., ...)` takes keyword "
@@ -343,6 +352,34 @@ def fine_tune(model_or_base, data=None, *args, **kwargs):
             f"{type(data).__name__}"
         )
     return _fine_tune_recipe(model_or_base, data, **kwargs)
+
+
+def _check_keywords(function, kwargs, num_positional, form):
+    """Raises a `TypeError` naming `fine_tune` (not the private `function`
+    it hands over to) for a keyword `function` does not take, or one given
+    twice (also positionally)."""
+    names = list(inspect.signature(function).parameters)
+    allowed = names[2:]
+    unknown = sorted(k for k in kwargs if k not in names)
+    if unknown:
+        described = []
+        for key in unknown:
+            match = difflib.get_close_matches(key, allowed, n=1)
+            described.append(
+                repr(key) + (f" (did you mean `{match[0]}`?)" if match else "")
+            )
+        raise TypeError(
+            f"`fine_tune` got unexpected keyword argument(s) "
+            f"{', '.join(described)}. The form `{form}` takes: "
+            f"{', '.join(allowed)}."
+        )
+    twice = sorted(k for k in kwargs if k in names[:num_positional])
+    if twice:
+        raise TypeError(
+            f"`fine_tune` got multiple values for argument(s) "
+            f"{', '.join(repr(k) for k in twice)} (given by position and by "
+            f"keyword). The form `{form}` takes: {', '.join(names)}."
+        )
 
 
 class FineTuneHistory(keras.callbacks.History):
@@ -742,13 +779,19 @@ def _fine_tune_recipe(
             find_data = (x, y) if sample_weight is None else (x, y, sample_weight)
         else:
             find_data = _NumpyBatches(x)
-        finder = lr_find(
-            model, find_data, num_steps=lr_find_steps, batch_size=batch_size or 32
-        )
+        with warnings.catch_warnings():
+            # Its reason is raised below instead.
+            warnings.filterwarnings("ignore", message="`lr_find` suggests no")
+            finder = lr_find(
+                model, find_data, num_steps=lr_find_steps,
+                batch_size=batch_size or 32,
+            )
         if finder.suggestion is None:
             raise ValueError(
-                "`lr_find` found no rate to suggest (the loss diverged within "
-                "its first steps). Pass `base_lr`. Received: base_lr=None"
+                f"`fine_tune` has no `base_lr` to use: {finder.reason} Pass "
+                "`base_lr` (fastai's default is 2e-3), or more "
+                f"`lr_find_steps`. Received: base_lr=None, "
+                f"lr_find_steps={lr_find_steps}"
             )
         base_lr = finder.suggestion
     if freeze_epochs > 0 and resume_epoch <= freeze_epochs:

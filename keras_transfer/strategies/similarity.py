@@ -132,9 +132,14 @@ def domain_similarity(
       slightly below 0 is sampling noise. It saturates: two clearly
       different domains (MNIST vs USPS, MNIST vs Fashion-MNIST on ImageNet
       features) both sit near 1.9-2.0, so rank far pairs with the next two.
-    - `mmd`: the unbiased squared MMD (`keras_transfer.losses.mmd`) with a
+    - `mmd`: the unbiased estimate of the squared MMD
+      (`keras_transfer.losses.mmd`, Gretton et al. 2012, eq. 3) with a
       multi-bandwidth Gaussian kernel around the median heuristic of the
-      pooled features. Not bounded, grows with the distance.
+      pooled features. The squared MMD itself is >= 0 (0 = the two
+      distributions are the same); its unbiased estimate is not: for
+      indistinguishable domains it scatters around 0 and can be slightly
+      negative (sampling noise, not clipped: clipping would bias it).
+      Not bounded above, grows with the distance.
     - `domain_logme`: LogME (`transferability(..., method="logme")`) of the
       domain label (source / target) given the pooled features: the log
       evidence per example of a Bayesian linear model predicting the

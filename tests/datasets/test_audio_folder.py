@@ -167,6 +167,49 @@ class ReadWavTest(TestCase):
         with self.assertRaisesRegex(ValueError, "bad.wav.*" + message):
             datasets.read_wav(self.path("bad.wav"))
 
+    def test_anti_phase_stereo_is_named_not_called_silent(self):
+        # Regression: a stereo file whose channels cancel when averaged to
+        # mono (one inverted) was refused as "silent".
+        tone = (8000 * np.sin(np.linspace(0, 200 * np.pi, 4000))).astype(np.int16)
+        wavfile.write(self.path("anti.wav"), 16000, np.stack([tone, -tone], axis=1))
+        with self.assertRaises(ValueError) as raised:
+            datasets.read_wav(self.path("anti.wav"))
+        message = str(raised.exception)
+        self.assertIn("anti.wav", message)
+        self.assertIn("2 channels that cancel when mixed to mono", message)
+        self.assertIn("silent (every sample 0) although the recording is not silent", message)
+        self.assertIn("Keep one channel", message)
+        # Nearly cancelling (a 1-sample level difference): more than 60 dB
+        # down, said in decibels. Partly correlated stereo is read as before.
+        wavfile.write(self.path("near.wav"), 16000, np.stack([tone, -tone + 1], axis=1))
+        with self.assertRaisesRegex(ValueError, r"near.wav.*\d+ dB quieter than its channels"):
+            datasets.read_wav(self.path("near.wav"))
+        right = (-tone // 2).astype(np.int16)
+        wavfile.write(self.path("ok.wav"), 16000, np.stack([tone, right], axis=1))
+        np.testing.assert_allclose(
+            datasets.read_wav(self.path("ok.wav")),
+            (tone.astype(np.float64) + right) / 2 / 32768,
+            atol=1e-6,
+        )
+        # A file silent on every channel is still called silent.
+        wavfile.write(self.path("quiet.wav"), 16000, np.zeros((4000, 2), np.int16))
+        with self.assertRaisesRegex(ValueError, r"quiet.wav.*is silent \(all 8000 samples"):
+            datasets.read_wav(self.path("quiet.wav"))
+
+    def test_short_clip_error_says_what_a_command_line_user_can_do(self):
+        # Regression: the CLI's message named `min_duration`, an argument
+        # the command line does not have.
+        from keras_transfer.cli import _args
+
+        wavfile.write(self.path("short.wav"), 16000, np.ones(800, np.int16))
+        with self.assertRaises(ValueError) as raised:
+            datasets.read_wav(self.path("short.wav"))
+        line = _args.cli_spelling(raised.exception)
+        self.assertIn("short.wav", line)
+        self.assertIn("0.0500 s long, shorter than the 0.1 s the command line reads", line)
+        self.assertIn("Remove the file, or pad it with silence to at least 0.1 s", line)
+        self.assertNotIn("min_duration", line)
+
     def test_min_duration_zero_accepts_short_clip(self):
         wavfile.write(self.path("a.wav"), 16000, np.ones(800, np.int16))
         self.assertEqual(

@@ -68,6 +68,15 @@ class LoadTextCSVTest(TestCase):
         )
         with self.assertRaisesRegex(ValueError, r"at least two classes.*\['x'\]"):
             datasets.load_text_csv(path)
+        # ... unless asked for data to evaluate on (one class is enough).
+        (x, y), (x_test, y_test), names = datasets.load_text_csv(
+            path, min_classes=1, test_fraction=0.5
+        )
+        self.assertEqual(names, ("x",))
+        self.assertEqual(sorted(list(x) + list(x_test)), ["a", "b"])
+        self.assertEqual(list(y) + list(y_test), [0, 0])
+        with self.assertRaisesRegex(ValueError, "Received: min_classes=3"):
+            datasets.load_text_csv(path, min_classes=3)
 
     def test_empty_label_raises(self):
         path = _write_csv(
@@ -164,7 +173,8 @@ class FilesAsUsersHaveThemTest(TestCase):
             "6,fine,neg\n"
         )
         path = _write_bytes(os.path.join(self.get_temp_dir(), "w.csv"), content.encode())
-        with self.assertWarnsRegex(
+        # One warning, not logged as well (it was printed twice).
+        with self.assertNoLogs("keras_transfer"), self.assertWarnsRegex(
             UserWarning,
             r"skipped 3 bad row\(s\) .*\(kept 3\): lines 3 \(an empty 'text'\), "
             r"7 \(4 fields where the header has 3\), 8 \(an empty 'label'\)\.",

@@ -93,6 +93,35 @@ class RawInputClassifierTest(TestCase):
         self.assertIn("import keras_transfer", config)
         self.assertIsNone(json.loads(config)["config"]["classifier"])
 
+    def test_clone_model_and_from_config_rebuild_the_classifier(self):
+        # Regression: `from_config` gave a shell without its classifier (the
+        # architecture lives in a `.keras` file's assets), so
+        # `keras.models.clone_model` returned a model that could not predict.
+        model = RawInputClassifier(image_classifier(), ["a", "b", "c"], "image",
+                                   image_size=(8, 8), name="raw")
+        x = np.random.default_rng(4).uniform(0, 255, (3, 10, 10, 3)).astype("float32")
+        expected = model.predict(x, verbose=0)
+        for copy in (
+            keras.models.clone_model(model),
+            RawInputClassifier.from_config(model.get_config()),
+        ):
+            self.assertIsInstance(copy, RawInputClassifier)
+            self.assertIsNot(copy.classifier, model.classifier)
+            self.assertEqual((copy.class_names, copy.modality, copy.image_size),
+                             (["a", "b", "c"], "image", (8, 8)))
+            # Same architecture, new weights (as clone_model does for any
+            # model): with the original's weights it predicts the same.
+            self.assertEqual([v.shape for v in copy.weights],
+                             [v.shape for v in model.weights])
+            copy.set_weights(model.get_weights())
+            self.assertAllClose(copy.predict(x, verbose=0), expected, atol=1e-6)
+        # `keras.saving.save_model` (not `model.save`) keeps the classifier in
+        # the config too, and the file still loads with its weights.
+        path = os.path.join(self.get_temp_dir(), "saved_by_api.keras")
+        keras.saving.save_model(model, path)
+        loaded = keras.models.load_model(path)
+        self.assertAllClose(loaded.predict(x, verbose=0), expected, atol=1e-6)
+
     def test_audio_clips_are_padded_to_the_clip_length(self):
         classifier = audio_classifier()
         model = RawInputClassifier(

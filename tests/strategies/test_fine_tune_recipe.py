@@ -49,6 +49,15 @@ def _model(dropout=0.0):
     return base, model
 
 
+def _learnable_data(base, n=64, num_classes=3, seed=0):
+    """Inputs like `tiny_data`'s, labels a fixed linear rule of the frozen
+    `base`'s features (so a head on it can learn them)."""
+    x, _ = tiny_data(n=n, num_classes=num_classes, seed=seed)
+    features = keras.ops.convert_to_numpy(base(x, training=False))
+    w = np.random.default_rng(seed + 1).normal(size=(features.shape[-1], num_classes))
+    return x, np.argmax(features @ w, axis=-1)
+
+
 def _step_sizes(values, paths):
     """Median |change| of the moved weights of `paths`, for each step."""
     steps = []
@@ -132,17 +141,18 @@ class FineTuneRecipeTest(TestCase):
     def test_lr_find_when_no_rate_given_and_dataset_input(self):
         tf = pytest.importorskip("tensorflow")
         base, model = _model()
-        x, y = tiny_data(n=32)
+        x, y = _learnable_data(base, n=64)
         initial = [np.array(w) for w in model.get_weights()]
         data = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
         history = fine_tune(
-            model, data, epochs=1, freeze_epochs=0, lr_find_steps=8,
+            model, data, epochs=1, freeze_epochs=0, lr_find_steps=60,
             validation_data=data, verbose=0,
         )
         finder = history.lr_finder
         self.assertIsNotNone(finder)
+        self.assertIsNotNone(finder.suggestion)
         self.assertEqual(history.base_lr, finder.suggestion)
-        self.assertLen(finder.learning_rates, 8)
+        self.assertLen(finder.learning_rates, 60)
         self.assertEqual(history.epoch, [0])
         self.assertIn("val_loss", history.history)
         self.assertIsNone(history.phases[0])
@@ -153,6 +163,24 @@ class FineTuneRecipeTest(TestCase):
                 for a, b in zip(initial, model.get_weights())
             )
         )
+
+    def test_lr_find_without_a_supported_rate_raises_its_reason(self):
+        # Regression: labels unrelated to the inputs (tiny_data) and 8 steps
+        # gave fastai's valley on noise (about 1e-6), used as `base_lr`.
+        _, model = _model()
+        x, y = tiny_data(n=32)
+        before = [np.array(w) for w in model.get_weights()]
+        with self.assertRaises(ValueError) as raised:
+            fine_tune(model, (x, y), epochs=1, freeze_epochs=0, lr_find_steps=8,
+                      batch_size=8, verbose=0)
+        message = str(raised.exception)
+        self.assertIn("`fine_tune` has no `base_lr` to use: `lr_find` suggests no "
+                      "learning rate: The range test ran 8 of 8 steps", message)
+        self.assertIn("Pass `base_lr`", message)
+        self.assertIn("lr_find_steps=8", message)
+        # Nothing trained.
+        for a, b in zip(before, model.get_weights()):
+            self.assertTrue(np.array_equal(a, b))
 
     def test_base_with_num_classes_and_keras_callbacks(self):
         base = tiny_base()
@@ -283,6 +311,30 @@ class FineTuneRecipeTest(TestCase):
         x, y = tiny_data(n=8)
         with self.assertRaisesRegex(ValueError, message):
             fine_tune(model, (x, y), base_lr=kwargs.pop("base_lr", 1e-3), **kwargs)
+
+    def test_mistyped_keyword_names_fine_tune_and_its_keywords(self):
+        # Regression: the TypeError named the private `_fine_tune_recipe`.
+        _, model = _model()
+        x, y = tiny_data(n=8)
+        with self.assertRaises(TypeError) as raised:
+            fine_tune(model, (x, y), epoch=2, base_lr=1e-3)
+        message = str(raised.exception)
+        self.assertIn("`fine_tune` got unexpected keyword argument(s) 'epoch' "
+                      "(did you mean `epochs`?)", message)
+        self.assertIn("`fine_tune(model_or_base, data, ...)` takes: y, epochs, "
+                      "freeze_epochs, base_lr,", message)
+        self.assertIn("lr_find_steps", message)
+        self.assertNotIn("_fine_tune", message)
+        # The old form lists its own keywords.
+        base, head = tiny_base(), tiny_head()
+        with self.assertRaises(TypeError) as raised:
+            fine_tune(base, head, x, y, learning_rte=1e-4)
+        message = str(raised.exception)
+        self.assertIn("'learning_rte' (did you mean `learning_rate`?)", message)
+        self.assertIn("head_learning_rate", message)
+        self.assertNotIn("_fine_tune", message)
+        with self.assertRaisesRegex(TypeError, "multiple values for argument.*'y'"):
+            fine_tune(base, head, x, y, y=y)
 
     def test_model_without_inference_mode_needs_base(self):
         base = tiny_base()

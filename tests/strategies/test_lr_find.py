@@ -85,6 +85,65 @@ class LRFindTest(TestCase, parameterized.TestCase):
         self.assertGreater(found.losses[-1], 4 * found.losses.min())
         self.assertLessEqual(found.losses[-2], 4 * found.losses.min())
 
+    def test_no_signal_gives_no_suggestion_and_says_why(self):
+        # Regression: on labels unrelated to the inputs fastai's valley is a
+        # stretch of noise, and its rate (1e-7 to 1e-2 by chance) was
+        # returned as the suggestion. Now: None, with the reason, warned.
+        x, _ = _digits()
+        y = np.random.default_rng(0).integers(0, 10, len(x))
+        # Output weights 0: the model starts at the uniform prediction
+        # (loss ln 10), so there is nothing left to learn, not even the
+        # label frequencies.
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([
+            keras.Input((64,)),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dense(10, activation="softmax", kernel_initializer="zeros"),
+        ])
+        model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy",
+                      jit_compile=False)
+        with self.assertWarnsRegex(UserWarning, "`lr_find` suggests no learning rate") as w:
+            found = lr_find(model, (x, y), num_steps=60, batch_size=32)
+        self.assertIsNone(found.suggestion)
+        self.assertIsNone(found.suggestion_index)
+        self.assertEqual(str(w.warning), found.reason)
+        # What was seen: steps, rates, the loss range; why; what to do.
+        losses = found.losses
+        self.assertIn(f"ran {len(losses)} of 60 steps, rates 1.00e-07", found.reason)
+        self.assertIn(f"From step 6 on, the smoothed loss went from {losses[6]:.4g} to a "
+                      f"lowest {losses[6:].min():.4g}", found.reason)
+        self.assertIn("never fell clearly", found.reason)
+        self.assertIn("pass a learning rate yourself", found.reason)
+        # The smoothed loss never fell 5 % below its start (ln 10 = 2.3).
+        self.assertGreater(losses[6:].min(), 0.95 * losses[6])
+        # fastai's valley is still there to read, and is what min_drop=0 gives.
+        self.assertIsNotNone(found.valley)
+        again = lr_find(model, (x, y), num_steps=60, batch_size=32, min_drop=0.0)
+        self.assertEqual(again.suggestion, found.valley)
+        self.assertIsNone(again.reason)
+        self.assertIn("reason=", repr(found))
+
+    def test_too_few_steps_says_the_test_was_too_short(self):
+        # SGD on w^2 (w <- w (1 - 2 lr)) over 10 steps from 1e-4 to 1: the
+        # loss falls only at steps 5-9 (rates 1e-2 to 0.4), outside the
+        # window fastai takes the valley from (steps 1-4, rates < 4e-3).
+        model = _square_model(keras.optimizers.SGD(0.1))
+        x, y = np.ones((4, 1), "float32"), np.zeros((4, 1), "float32")
+        with self.assertWarnsRegex(UserWarning, "suggests no learning rate"):
+            found = lr_find(model, (x, y), 1e-4, 1.0, num_steps=10, batch_size=4)
+        self.assertIsNone(found.suggestion)
+        # The window's losses (smoothed) fall by well under 5 %; all of them
+        # by far more.
+        self.assertLess(1 - found.losses[4] / found.losses[1], 0.05)
+        self.assertGreater(1 - found.losses.min() / found.losses[1], 0.1)
+        self.assertIn("steps 1 to 4, rates 2.51e-04 to 3.98e-03", found.reason)
+        self.assertIn("test was too short", found.reason)
+        self.assertIn("`num_steps`, now 10", found.reason)
+        # With enough steps the same curve has a supported valley.
+        found = lr_find(model, (x, y), 1e-4, 1.0, num_steps=40, batch_size=4)
+        self.assertIsNotNone(found.suggestion)
+        self.assertIsNone(found.reason)
+
     def test_valley_is_fastai_definition(self):
         # Worked by hand with fastai's code: losses fall 0..6 (lds[6] = 7),
         # so end = 6, start = 6 - 7 = -1, L = 7, index = -1 + 2 + 1 = 2.
@@ -184,6 +243,7 @@ class LRFindTest(TestCase, parameterized.TestCase):
         ("few_steps", {"num_steps": 3}, "num_steps=3"),
         ("beta", {"beta": 1.0}, "beta=1.0"),
         ("stop_factor", {"stop_factor": 0.5}, "stop_factor=0.5"),
+        ("min_drop", {"min_drop": 1.0}, "min_drop=1.0"),
     )
     def test_invalid_arguments_raise(self, kwargs, message):
         model = _square_model(keras.optimizers.SGD(0.1))

@@ -39,6 +39,27 @@ class DomainSimilarityTest(TestCase, parameterized.TestCase):
         self.assertAllClose(apart["proxy_a_distance"], 1.909, atol=0.1)
         self.assertGreater(apart["mmd"], 0.3)
 
+    def test_mmd_is_the_unbiased_estimate_unclipped(self):
+        # Regression: the CLI printed a negative value as "MMD (squared)".
+        # Two samples of one distribution: the unbiased estimate of MMD^2
+        # scatters around 0 and may be negative; it must be `losses.mmd`'s
+        # unbiased estimate (Gretton et al., eq. 3) as it is, never clipped.
+        from keras_transfer.losses import mmd
+
+        rng = np.random.default_rng(3)
+        values = []
+        for _ in range(6):
+            a = rng.normal(size=(40, 2)).astype("float32")
+            b = rng.normal(size=(40, 2)).astype("float32")
+            report = domain_similarity(a, b, max_samples=40, folds=2)
+            reference = float(mmd(a, b, bandwidth_multipliers=(0.25, 0.5, 1.0, 2.0, 4.0)))
+            self.assertAllClose(report["mmd"], reference, atol=1e-6)
+            values.append(report["mmd"])
+        self.assertLess(min(values), 0.0)
+        self.assertLess(max(abs(v) for v in values), 0.05)
+        self.assertIn("unbiased estimate", domain_similarity.__doc__)
+        self.assertIn("can be slightly\n      negative", domain_similarity.__doc__)
+
     def test_model_features(self):
         rng = np.random.default_rng(0)
         x = rng.normal(size=(40, 4)).astype("float32")
