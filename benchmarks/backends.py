@@ -321,6 +321,18 @@ FINDINGS = """
   `--xla_cpu_use_xnnpack`, oneDNN dot fusion) were tried then under load and
   none helped reliably, so the package sets no XLA flag. (On an accelerator
   JAX is the usual choice; see `benchmarks/gpu.py`.)
+- **Convolutional models: JAX slower at larger batches (not one of this
+  table's workloads; a side measurement).** LeNet (conv 20@5, conv 50@5,
+  dense 500), SGD, 28x28 inputs, plain `fit` on 20-step epochs,
+  2026-11-29 18:20 UTC while the test suite ran (load 3.6-4.4): batch 64
+  took 32-33 ms per step on TensorFlow and 28-33 ms on JAX, batch 128
+  45-68 ms and 91-96 ms. The `DomainAdversarialModel` on that LeNet
+  (64 source + 64 target images per step, the encoder sees 128) took
+  0.91-1.06 s per epoch on TensorFlow and 1.97-2.30 s on JAX (arrays or
+  tf.data alike): about 2x, the same as the plain model at batch 128, so
+  the cost is XLA:CPU's convolution kernels at that size, not the
+  package's step. The domain-adaptation benchmarks therefore run on
+  TensorFlow on this CPU.
 - **`GradualUnfreezer`: steady steps vs stage changes.** Within a stage the
   step is an ordinary compiled step on both backends. A stage change flips
   `layer.trainable` and rebuilds the train function (so frozen groups cost no
