@@ -302,6 +302,29 @@ class DomainModelBase(keras.Model):
 
     # -- compile -----------------------------------------------------------
 
+    # The terms (besides the task loss) that apply a softmax to the task
+    # head's outputs; a model with such terms needs a head that returns
+    # logits.
+    _logit_terms = None
+
+    def _check_logits_head(self):
+        if not self._logit_terms:
+            return
+        kind, from_logits = _loss_kind(self.task_loss)
+        if ends_in_softmax(self.task_head) or (kind is not None and not from_logits):
+            raise ValueError(
+                f"`{type(self).__name__}` needs a task head that returns "
+                f"logits: its {self._logit_terms} apply a softmax to the "
+                "head's outputs, so probabilities would be softmaxed twice. "
+                "Remove the head's final activation and use a loss on "
+                "logits, e.g. `keras.losses.SparseCategoricalCrossentropy("
+                "from_logits=True)` (the default). Received: task loss "
+                f"{getattr(self.task_loss, 'name', self.task_loss)!r} with "
+                f"from_logits={from_logits}"
+                + (", a head ending in a softmax/sigmoid"
+                   if ends_in_softmax(self.task_head) else "")
+            )
+
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
         """Configures training.
 
@@ -336,6 +359,7 @@ class DomainModelBase(keras.Model):
                 )
             self._set_task_loss(keras.losses.get(loss))
         check_from_logits(self.task_loss, self.task_head, "task_loss", "task_head")
+        self._check_logits_head()
         if metrics is not None and not isinstance(metrics, (list, tuple)):
             raise ValueError(
                 f"`{name}.compile(metrics=...)` takes a list of metrics, "

@@ -142,6 +142,11 @@ class CDANModel(SelfTrainingMixin, DomainAdversarialModel):
         [Berthelot et al., 2022, AdaMatch](https://arxiv.org/abs/2106.04732).
     """
 
+    _logit_terms = (
+        "conditioning map `f (x) softmax(g)` (and information-maximization "
+        "and self-training terms)"
+    )
+
     def __init__(
         self,
         feature_extractor,
@@ -217,7 +222,7 @@ class CDANModel(SelfTrainingMixin, DomainAdversarialModel):
             return {}
         f, g = self._conditioning(features, training)
         # g is a constant, so reversing f reverses the map's gradient.
-        f = ops.cast(self.gradient_reversal(f), "float32")
+        f = ops.cast(self.gradient_reversal(f, training=training), "float32")
         if self.randomized_map is None:
             joint = ops.reshape(
                 ops.expand_dims(g, 2) * ops.expand_dims(f, 1),

@@ -125,6 +125,8 @@ class InformationMaximizationModel(SelfTrainingMixin, DomainModelBase):
         (SHOT)](https://arxiv.org/abs/2002.08546).
     """
 
+    _logit_terms = "information-maximization (and self-training) terms"
+
     def __init__(
         self,
         feature_extractor,

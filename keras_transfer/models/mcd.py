@@ -84,6 +84,8 @@ class MCDModel(DomainModelBase):
         Domain Adaptation](https://arxiv.org/abs/1712.02560).
     """
 
+    _logit_terms = "classifier discrepancy `|softmax F1 - softmax F2|`"
+
     def __init__(
         self,
         feature_extractor,

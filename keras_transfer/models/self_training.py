@@ -55,6 +55,13 @@ def self_training_loss(
         [Sohn et al., 2020, FixMatch](https://arxiv.org/abs/2001.07685);
         [Berthelot et al., 2022, AdaMatch](https://arxiv.org/abs/2106.04732).
     """
+    if isinstance(confidence_threshold, bool) or not isinstance(
+        confidence_threshold, (int, float)
+    ) or not 0 < confidence_threshold <= 1:
+        raise ValueError(
+            "`confidence_threshold` must be a number in (0, 1]. Received: "
+            f"confidence_threshold={confidence_threshold!r}"
+        )
     p_s = ops.stop_gradient(ops.softmax(ops.cast(source_logits, "float32"), -1))
     p_t = ops.stop_gradient(ops.softmax(ops.cast(target_logits, "float32"), -1))
     if distribution_alignment:

@@ -287,7 +287,10 @@ def lr_find(
     model.compile(keras.optimizers.Adam(), "sparse_categorical_crossentropy")
     found = keras_transfer.strategies.lr_find(model, (x, y))
     found.plot()
-    model.fit(x, y, epochs=3, callbacks=[...])  # with found.suggestion
+    if found.suggestion is None:  # the curve supports no rate
+        raise SystemExit(found.reason)
+    model.optimizer.learning_rate.assign(found.suggestion)
+    model.fit(x, y, epochs=3)
     ```
 
     Reference:

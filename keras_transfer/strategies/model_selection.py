@@ -262,6 +262,8 @@ def reverse_validation_accuracy(
 
 def _features_of(model, features):
     if features is not None:
+        if hasattr(features, "predict"):  # one fixed Keras model
+            return features
         return features(model) if callable(features) else features
     extractor = getattr(model, "feature_extractor", None)
     if extractor is None:
@@ -358,13 +360,17 @@ def select_model(
     validation = _check_selection_data(
         (method,), target, source_validation, source
     )
-    scores = {
-        name: _score_model(
+    scores, classes = {}, {}
+    for name, model in named.items():
+        scores[name] = _score_model(
             model, (method,), target, validation, source, features,
-            from_logits, temperature, batch_size,
+            from_logits, temperature, batch_size, classes=classes, name=name,
         )[method]
-        for name, model in named.items()
-    }
+    if len(set(classes.values())) > 1:
+        raise ValueError(
+            "The candidates must predict the same classes to be compared. "
+            f"Received output widths: {classes}"
+        )
     higher = method != "dev"
     best = (max if higher else min)(scores, key=scores.get)
     return {"method": method, "scores": scores, "best": best, "higher_is_better": higher}
@@ -425,9 +431,23 @@ def _check_selection_data(
     return xv, yv
 
 
+def _check_output_kind(model, predictions, from_logits):
+    """Refuses probabilities read as logits (a softmax applied twice would
+    change every score without an error; the reverse already raises)."""
+    p = predictions.reshape(len(predictions), -1)
+    if from_logits and len(p) and p.shape[1] > 1 and (p >= 0).all() and (
+        np.allclose(p.sum(1), 1.0, atol=1e-3)
+    ):
+        raise ValueError(
+            f"Model '{getattr(model, 'name', model)}' outputs probabilities "
+            "(non-negative rows summing to 1), but `from_logits=True` would "
+            "apply a softmax to them again. Pass `from_logits=False`."
+        )
+
+
 def _score_model(
     model, methods, target, validation, source, features, from_logits,
-    temperature, batch_size,
+    temperature, batch_size, classes=None, name=None,
 ):
     """Scores one model with each of `methods` (data already checked).
 
@@ -435,6 +455,19 @@ def _score_model(
     source validation data."""
     scores = {}
     pt = model.predict(target, batch_size=batch_size, verbose=0)
+    _check_output_kind(model, np.asarray(pt), from_logits)
+    width = int(np.prod(np.shape(pt)[1:]))
+    if classes is not None:
+        classes[name] = width
+    if validation is not None and len(validation[1]) and (
+        validation[1].max() >= width
+    ):
+        raise ValueError(
+            "`source_validation` labels must be class ids in "
+            f"[0, {width}) for model '{getattr(model, 'name', model)}' with "
+            f"{width} outputs. Received: labels in "
+            f"[{validation[1].min()}, {validation[1].max()}]"
+        )
     if "snd" in methods:
         scores["snd"] = soft_neighborhood_density(
             pt, temperature=temperature, from_logits=from_logits

@@ -116,12 +116,43 @@ class ModelSelectionTest(TestCase, parameterized.TestCase):
         ("negative_labels", {"method": "reverse_validation", "source_validation": (np.zeros((2, 2)), np.array([0, -1]))}, "non-negative integer"),
         ("too_large_labels", {"method": "dev", "source": np.random.rand(4, 2), "source_validation": (np.random.rand(2, 2), np.array([0, 2]))}, r"class ids in \[0, 2\)"),
         ("validation_not_pair", {"method": "reverse_validation", "source_validation": np.zeros((4, 2))}, "must be a pair"),
+        # Reverse validation scored labels outside the model's classes as
+        # wrong (0.0 for every candidate), where DEV refused them.
+        ("rv_too_large_labels", {"method": "reverse_validation", "source_validation": (np.random.rand(2, 2), np.array([0, 2]))}, r"class ids in \[0, 2\)"),
+        ("mixed_class_counts", {"candidates": {"a": _Model(np.eye(2)), "b": _Model(np.ones((2, 3)))}}, "same classes"),
     )
     def test_bad_inputs_raise(self, kwargs, message):
         args = {"candidates": {"m": _Model(np.eye(2))}, "method": "snd", "target": np.zeros((4, 2))}
         args.update(kwargs)
         with self.assertRaisesRegex(ValueError, message):
             select_model(**args)
+
+    def test_probabilities_read_as_logits_raise(self):
+        probabilities = keras.Sequential(
+            [keras.Input((2,)), keras.layers.Dense(3, activation="softmax")]
+        )
+        target = np.random.default_rng(0).normal(size=(6, 2))
+        with self.assertRaisesRegex(ValueError, "outputs probabilities.*from_logits=False"):
+            select_model([probabilities], "snd", target=target)
+        picked = select_model([probabilities], "snd", target=target, from_logits=False)
+        self.assertAllClose(
+            picked["scores"]["0"],
+            soft_neighborhood_density(probabilities.predict(target, verbose=0), from_logits=False),
+        )
+
+    def test_one_fixed_feature_model(self):
+        rng = np.random.default_rng(0)
+        model = _Model(rng.normal(size=(2, 2)))
+        kwargs = dict(
+            target=rng.normal(size=(8, 2)),
+            source_validation=(rng.normal(size=(6, 2)), rng.integers(0, 2, 6)),
+        )
+        fixed = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
+        by_model = select_model([model], "reverse_validation", features=fixed, **kwargs)
+        by_callable = select_model(
+            [model], "reverse_validation", features=lambda m: fixed, **kwargs
+        )
+        self.assertEqual(by_model["scores"], by_callable["scores"])
 
     def test_missing_feature_extractor_raises(self):
         model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
