@@ -1,5 +1,7 @@
 """Choosing a model, epoch or weight without target labels."""
 
+import warnings
+
 import numpy as np
 
 from keras_transfer.strategies.transferability import _as_matrix
@@ -96,6 +98,12 @@ def dev_risk(losses, weights):
     Returns:
         A float, the estimated target risk.
 
+    Warns:
+        UserWarning: when the weights' effective sample size
+            `(sum w)^2 / sum w^2` is below max(min(10, n / 2), 5 % of n):
+            the estimate then rests on a few samples (domains nearly
+            separable).
+
     Reference:
         [You et al., 2019, Towards Accurate Model Selection in Deep
         Unsupervised Domain Adaptation](https://proceedings.mlr.press/v97/you19a.html).
@@ -112,6 +120,18 @@ def dev_risk(losses, weights):
     if (weights < 0).any():
         raise ValueError(
             f"`weights` must be non-negative. Received: min {weights.min()!r}"
+        )
+    total = weights.sum()
+    ess = total**2 / max(float(np.sum(weights**2)), 1e-300)
+    n = len(weights)
+    if total > 0 and ess < max(min(10.0, n / 2), 0.05 * n):
+        warnings.warn(
+            f"DEV: the importance weights rest on {ess:.1f} effective samples "
+            f"of {len(weights)} (`(sum w)^2 / sum w^2`): the domains are "
+            "almost separable in these features, so the risk estimate is "
+            "the loss of a handful of images and close to noise. Prefer "
+            "reverse validation here, or more source validation data.",
+            stacklevel=2,
         )
     weighted = weights * losses
     var_w = np.var(weights, ddof=1)

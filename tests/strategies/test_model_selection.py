@@ -1,3 +1,5 @@
+import warnings
+
 import keras
 import numpy as np
 from absl.testing import parameterized
@@ -58,6 +60,17 @@ class ModelSelectionTest(TestCase, parameterized.TestCase):
         eta = -cov / var
         self.assertAllClose(dev_risk(losses, weights), weighted.mean() + eta * weights.mean() - eta)
         self.assertAllClose(dev_risk(losses, np.ones(20)), losses.mean())
+
+    def test_dev_risk_warns_when_few_weights_carry_it(self):
+        losses = np.random.default_rng(0).random(500)
+        weights = np.full(500, 1e-6)
+        weights[:3] = 1.0  # 3 effective samples of 500
+        with self.assertWarnsRegex(UserWarning, r"3\.0 effective samples of 500"):
+            value = dev_risk(losses, weights)
+        self.assertTrue(np.isfinite(value))  # still computed
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            dev_risk(losses, np.random.default_rng(1).random(500) + 0.5)
 
     def test_importance_weights_recover_gaussian_ratio(self):
         # Source N(0, 1), target N(1, 1): p_t / p_s = exp(x - 1/2), whose log
