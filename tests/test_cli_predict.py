@@ -515,3 +515,31 @@ def test_help_is_fast_and_has_examples():
         assert result.returncode == 0, result.stderr[-2000:]
         assert "EXIT 0" in result.stdout and "HEAVY []" in result.stdout
         assert f"examples:\n  keras-transfer {command} " in result.stdout
+
+
+def test_adapt_standardizes_audio_embeddings(tmp_path):
+    # Regression: `adapt` trained its bottleneck on the raw speech
+    # embeddings (values up to ~70), which `fit` no longer does. Now the
+    # extractor starts with a `Normalization` adapted to the source features.
+    from keras_transfer.backbones import speech_embedding
+
+    source = speech_folder(str(tmp_path / "source"))
+    target = speech_folder(str(tmp_path / "target"), per_class=2)
+    code = main(
+        "adapt", "--logdir", str(tmp_path / "logs"), "--run-name", "run", "--verbose", "0",
+        "--base", "speech_embedding", "--source", source, "--target", target,
+        "--method", "mmd", "--epochs", "1", "--bottleneck", "8",
+    )
+    assert code == 0
+    with open(os.path.join(tmp_path, "logs", "run", "results.json")) as f:
+        results = json.load(f)
+    assert results["standardized_features"] is True
+    model = keras.models.load_model(results["model"])
+    norm = model.classifier.get_layer("head").get_layer("feature_extractor").get_layer("standardize")
+    (x, _), (x_test, _), _ = datasets.load_audio_folder(source, 16000, test_fraction=0.2, seed=0)
+    length = model.clip_length
+    base = speech_embedding(window_stride=_inputs.SPEECH_WINDOW_STRIDE)
+    features = base.predict(datasets.pad_clips(x, length), verbose=0)
+    features = features.reshape(len(features), -1, features.shape[-1]).mean(1)
+    mean = keras.ops.convert_to_numpy(norm.mean).reshape(-1)
+    np.testing.assert_allclose(mean, features.mean(0), rtol=1e-3, atol=1e-3)

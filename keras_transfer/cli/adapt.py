@@ -37,6 +37,7 @@ import time
 
 from keras_transfer.cli import _args
 from keras_transfer.cli import _domains
+from keras_transfer.cli import _head
 from keras_transfer.cli import _inputs
 from keras_transfer.cli import _serving
 from keras_transfer.cli import similarity as _similarity
@@ -165,13 +166,18 @@ def target_labels_in_source_classes(source, target):
     return mapping[np.asarray(target.y_test, dtype=int)]
 
 
-def _networks(keras, feature_shape, args, num_classes):
-    """`(feature_extractor, task_head)`, fresh."""
+def _networks(keras, feature_shape, args, num_classes, standardize=None):
+    """`(feature_extractor, task_head)`, fresh. `standardize`: None, or the
+    source features to standardise the pooled features with (a
+    `Normalization` adapted to them, before the bottleneck; see
+    `_head.standardizer`)."""
     layers = [keras.Input(feature_shape)]
     if len(feature_shape) == 3:
         layers.append(keras.layers.GlobalAveragePooling2D())
     elif len(feature_shape) == 2:
         layers.append(keras.layers.GlobalAveragePooling1D())
+    if standardize is not None:
+        layers.append(_head.standardizer(standardize))
     layers.append(keras.layers.Dense(args.bottleneck, activation="relu", name="bottleneck"))
     extractor = keras.Sequential(layers, name="feature_extractor")
     head = keras.Sequential(
@@ -256,8 +262,12 @@ def _run_in(args, run_dir, output, start_time):
     if weight is None:
         weight = DEFAULT_WEIGHTS[args.method]
 
+    # Audio: the speech embedding's outputs are unscaled (up to about 70), as
+    # in `fit` (`_head.STANDARDIZED_MODALITIES`); standardised with the
+    # source features' statistics, saved as weights of the extractor.
+    standardize = fs if source.modality in _head.STANDARDIZED_MODALITIES else None
     keras.utils.set_random_seed(args.seed)
-    extractor, head = _networks(keras, fs.shape[1:], args, num_classes)
+    extractor, head = _networks(keras, fs.shape[1:], args, num_classes, standardize)
     initial = [w.copy() for w in extractor.get_weights()], [w.copy() for w in head.get_weights()]
 
     def train(model, log_name, callbacks):
@@ -271,7 +281,9 @@ def _run_in(args, run_dir, output, start_time):
 
     # The source-only network: same architecture, initial weights, batches
     # and epochs, alignment weight 0.
-    plain_extractor, plain_head = _networks(keras, fs.shape[1:], args, num_classes)
+    plain_extractor, plain_head = _networks(
+        keras, fs.shape[1:], args, num_classes, standardize
+    )
     plain_extractor.set_weights(initial[0])
     plain_head.set_weights(initial[1])
     source_only = models.DiscrepancyAlignmentModel(plain_extractor, plain_head, "coral", 0.0)
@@ -298,6 +310,7 @@ def _run_in(args, run_dir, output, start_time):
     results = {
         "command": NAME,
         "method": args.method,
+        "standardized_features": standardize is not None,
         "base": args.base,
         "source": args.source,
         "target": args.target,
