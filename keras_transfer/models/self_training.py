@@ -10,6 +10,19 @@ from keras_transfer.models._reporting import batch_size
 from keras_transfer.models._reporting import loss_mean
 
 
+def _check_threshold(confidence_threshold):
+    if (
+        isinstance(confidence_threshold, bool)
+        or not isinstance(confidence_threshold, (int, float))
+        or not math.isfinite(confidence_threshold)
+        or not 0 < confidence_threshold <= 1
+    ):
+        raise ValueError(
+            "`confidence_threshold` must be a number in (0, 1]. "
+            f"Received: confidence_threshold={confidence_threshold!r}"
+        )
+
+
 def self_training_loss(
     source_logits,
     target_logits,
@@ -55,13 +68,7 @@ def self_training_loss(
         [Sohn et al., 2020, FixMatch](https://arxiv.org/abs/2001.07685);
         [Berthelot et al., 2022, AdaMatch](https://arxiv.org/abs/2106.04732).
     """
-    if isinstance(confidence_threshold, bool) or not isinstance(
-        confidence_threshold, (int, float)
-    ) or not 0 < confidence_threshold <= 1:
-        raise ValueError(
-            "`confidence_threshold` must be a number in (0, 1]. Received: "
-            f"confidence_threshold={confidence_threshold!r}"
-        )
+    _check_threshold(confidence_threshold)
     p_s = ops.stop_gradient(ops.softmax(ops.cast(source_logits, "float32"), -1))
     p_t = ops.stop_gradient(ops.softmax(ops.cast(target_logits, "float32"), -1))
     if distribution_alignment:
@@ -101,16 +108,7 @@ class SelfTrainingMixin:
         self.consistency_weight = check_nonnegative(
             consistency_weight, "consistency_weight"
         )
-        if (
-            isinstance(confidence_threshold, bool)
-            or not isinstance(confidence_threshold, (int, float))
-            or not math.isfinite(confidence_threshold)
-            or not 0 < confidence_threshold <= 1
-        ):
-            raise ValueError(
-                "`confidence_threshold` must be a number in (0, 1]. "
-                f"Received: confidence_threshold={confidence_threshold!r}"
-            )
+        _check_threshold(confidence_threshold)
         for name, value in (
             ("relative_threshold", relative_threshold),
             ("distribution_alignment", distribution_alignment),
