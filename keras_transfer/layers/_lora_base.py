@@ -389,19 +389,6 @@ class LoRABase(NamedAdaptersMixin, keras.layers.Layer):
         """Sets DoRA's magnitude `m` to `||W + s A B||_c` (the identity)."""
         self.lora_magnitude.assign(self._column_norm(self._float_kernel()))
 
-    @property
-    def trainable(self):
-        return keras.layers.Layer.trainable.fget(self)
-
-    @trainable.setter
-    def trainable(self, value):
-        # `Layer.trainable` sets every weight, the frozen kernel included:
-        # keep the kernel frozen and the bias as `train_bias` says.
-        keras.layers.Layer.trainable.fset(self, value)
-        if self.built:
-            self._freeze_base()
-            self._freeze_adapters()
-
     def _freeze_base(self):
         bias = getattr(self.base_layer, "bias", None)
         for weight in self.base_layer.weights:

@@ -191,6 +191,24 @@ class NamedAdaptersMixin:
         self._named.training = state.get("training", DEFAULT_ADAPTER)
         self._freeze_adapters()
 
+    @property
+    def trainable(self):
+        return keras.layers.Layer.trainable.fget(self)
+
+    @trainable.setter
+    def trainable(self, value):
+        # `Layer.trainable` sets every weight: the wrapped base stays frozen
+        # (`_freeze_base`, e.g. LoRA's kernel; the bias as `train_bias`
+        # says) and only the adapter that trains (`set_training_adapter`)
+        # follows `value`.
+        keras.layers.Layer.trainable.fset(self, value)
+        if self.built:
+            self._freeze_base()
+            self._freeze_adapters()
+
+    def _freeze_base(self):
+        """Re-freezes the layer's own base weights (a bottleneck has none)."""
+
     def _freeze_adapters(self):
         """Only the training adapter's weights train (if the layer does)."""
         if getattr(self, "_named", None) is None or self._weights_scope() is None:

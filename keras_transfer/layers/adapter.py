@@ -135,18 +135,6 @@ class Adapter(NamedAdaptersMixin, keras.layers.Layer):
             )
         return ops.add(inputs, update)
 
-    @property
-    def trainable(self):
-        return keras.layers.Layer.trainable.fget(self)
-
-    @trainable.setter
-    def trainable(self, value):
-        # `Layer.trainable` sets every weight: only the adapter that trains
-        # (see `set_training_adapter`) follows it.
-        keras.layers.Layer.trainable.fset(self, value)
-        if self.built:
-            self._freeze_adapters()
-
     # --- Named adapters (see `_named_adapters`) ---------------------------
 
     def _default_adapter_variables(self):
